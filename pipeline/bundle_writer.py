@@ -1,0 +1,81 @@
+"""Write a bundle atomically: files into a staging directory, manifest last, one swap.
+
+A build that fails half-way leaves the previous bundle (or nothing) in place,
+never a manifest that points at missing or stale files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import BuildError
+from serving.bundle import MANIFEST_NAME, sha256_file
+from serving.files import write_json_atomic
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+class BundleWriter:
+    """Use as a context manager; ``commit(manifest)`` publishes, leaving the block without it discards."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out).resolve()
+        self._check_target()
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=self.out.parent))
+        self.committed = False
+
+    def _check_target(self) -> None:
+        if not self.out.exists():
+            return
+        if not self.out.is_dir():
+            raise BuildError(f"--out {self.out} exists and is not a directory")
+        if any(self.out.iterdir()) and not (self.out / MANIFEST_NAME).is_file():
+            raise BuildError(f"--out {self.out} is not empty and holds no bundle; refusing to replace it")
+
+    def path(self, name: str) -> Path:
+        return self.staging / name
+
+    def artifact(self, file: str, backend: str, precision: str, device: str, **fields: Any) -> dict[str, Any]:
+        """The manifest entry of a file already written into the staging directory."""
+        main = self.path(file)
+        extras = sorted(p for p in self.staging.iterdir() if p.name.startswith(file) and p.name != file)
+        return {
+            **file_record(main),
+            "backend": backend,
+            "precision": precision,
+            "device": device,
+            "extra_files": [file_record(p) for p in extras],
+            **fields,
+        }
+
+    def commit(self, manifest: dict[str, Any]) -> Path:
+        """Write the manifest last, then swap the staging directory into place."""
+        write_json_atomic(self.staging / MANIFEST_NAME, manifest)
+        os.chmod(self.staging, 0o755)
+        previous = None
+        if self.out.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
+            os.rmdir(previous)
+            os.replace(self.out, previous)
+        os.replace(self.staging, self.out)
+        self.committed = True
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+        return self.out
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if not self.committed:
+            self.discard()

@@ -1,0 +1,40 @@
+"""What the build ran on, for the manifest."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Any
+
+PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "transparent-background", "numpy", "pillow")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def gpu_info() -> dict[str, Any] | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    return {
+        "name": torch.cuda.get_device_name(index),
+        "compute_capability": f"{major}.{minor}",
+        "cuda": torch.version.cuda,
+    }
+
+
+def build_environment() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": {name: package_version(name) for name in PACKAGES},
+        "gpu": gpu_info(),
+    }

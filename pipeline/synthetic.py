@@ -1,0 +1,63 @@
+"""A realistic offline checkpoint: seeded random weights, BatchNorm re-estimated on photos.
+
+Randomly initialised InSPyReNet weights give logits around 1e11: the sigmoid
+saturates and every backend "agrees" on a 0/1 mask, which makes parity
+meaningless (and fp16 overflow). Re-estimating every BatchNorm's statistics
+on natural photos, all in one batch so that the statistics include the
+variation between images, brings the logits to about -10..10 and gives masks
+with real gradients. The same seed gives a bit-identical checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import samples
+from pipeline.model import build_network
+from serving.files import atomic_path
+from serving.image import preprocess
+
+CALIBRATION_SIZE = (384, 384)
+DEFAULT_SEED = 0
+
+
+def calibration_batch(size: tuple[int, int] = CALIBRATION_SIZE) -> torch.Tensor:
+    images = [preprocess(img, size) for img in samples.photos().values()]
+    return torch.from_numpy(np.concatenate(images))
+
+
+def recalibrate_batchnorm(network: nn.Module, batch: torch.Tensor) -> None:
+    """Replace every BatchNorm's running statistics by those of ``batch`` (one pass, no grad)."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: exactly this batch's statistics
+    network.train()
+    with torch.no_grad():
+        network.forward_inspyre(batch)
+    for norm in norms:
+        norm.momentum = 0.1  # the value nn.BatchNorm2d is built with
+    network.eval()
+
+
+def synthetic_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    """Seeded random weights with BatchNorm statistics from the calibration photos."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = build_network(CALIBRATION_SIZE)
+    recalibrate_batchnorm(network, calibration_batch())
+    return {name: tensor.detach().clone() for name, tensor in network.state_dict().items()}
+
+
+def synthetic_checkpoint(seed: int, cache_dir: Path) -> Path:
+    """Path of the synthetic checkpoint for ``seed``, generated into ``cache_dir`` on first use."""
+    path = Path(cache_dir) / f"inspyrenet-swinb-synthetic-seed{seed}.pth"
+    if not path.is_file():
+        state = synthetic_state_dict(seed)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    return path

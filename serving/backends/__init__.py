@@ -1,0 +1,67 @@
+"""Backends: one small interface over TensorRT, TorchScript and ONNX Runtime artifacts.
+
+Each backend module imports its runtime lazily, so importing this package
+costs nothing and never imports torch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from serving.bundle import Artifact, Bundle
+
+
+class BackendUnavailable(Exception):
+    """This machine cannot run the artifact; the message says why."""
+
+
+class Backend(ABC):
+    """Runs the model: (N, 3, H, W) float32 normalised images -> (N, 1, H, W) float32 masks."""
+
+    name: str = ""
+
+    def __init__(self, bundle: Bundle, artifact: Artifact):
+        self.bundle = bundle
+        self.artifact = artifact
+        self.max_batch = max(1, artifact.max_batch)
+        self.device = "cpu"
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run any number of samples, in chunks the artifact accepts."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1:] != (3, *self.bundle.input_size):
+            raise ValueError(f"expected (N, 3, {self.bundle.input_size}) input, got {batch.shape}")
+        chunks = [self._run(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+        return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+
+    @abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.artifact.precision,
+            "file": self.artifact.file,
+            "max_batch": self.max_batch,
+        }
+
+    def close(self) -> None:
+        """Release the runtime's resources."""
+
+
+def open_backend(bundle: Bundle, artifact: Artifact, device: str = "auto") -> Backend:
+    """Load ``artifact`` with its runtime on ``device`` (auto | cpu | cuda).
+
+    Raises BackendUnavailable when this machine lacks the runtime or device.
+    The caller verifies the artifact's files first.
+    """
+    if artifact.backend == "onnxruntime":
+        from serving.backends.onnx_runtime import OnnxRuntimeBackend as cls
+    elif artifact.backend == "torchscript":
+        from serving.backends.torchscript import TorchScriptBackend as cls
+    else:
+        raise BackendUnavailable(f"no backend implementation for {artifact.backend!r} artifacts")
+    return cls(bundle, artifact, device)

@@ -1,0 +1,40 @@
+"""ONNX Runtime backend: CPU everywhere, CUDA when onnxruntime-gpu and a GPU are present."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving.backends import Backend, BackendUnavailable
+from serving.bundle import Artifact, Bundle
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto"):
+        super().__init__(bundle, artifact)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable("onnxruntime is not installed") from None
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise BackendUnavailable("onnxruntime has no CUDA execution provider here")
+        use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(bundle.path(artifact.main)), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BackendUnavailable(f"onnxruntime cannot load {artifact.file}: {exc}") from None
+        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,134 @@
+"""The image contract shared by the build's parity check and the server.
+
+Pre- and post-processing reproduce transparent-background's ``Remover`` in
+static mode exactly:
+
+- the image is resized with PIL bilinear to the model's square input size,
+- scaled to [0, 1] and normalised with the ImageNet mean/std, in the same
+  numpy operations (so the tensor is bit-identical),
+- the model's mask is brought back to the image's size with bilinear
+  interpolation, align_corners=True (``F.interpolate`` in ``Remover.process``).
+
+Only numpy and Pillow are used: no torch.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+RESIZE_RULE = "PIL bilinear to the model's input size, aspect ratio not kept (Remover static mode)"
+UPSAMPLE_RULE = "bilinear, align_corners=True, back to the decoded image's size"
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class ImageError(ValueError):
+    """The bytes a client sent are not an image this service can use."""
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes into an RGB image with its EXIF orientation applied.
+
+    Animated images give their first frame. Raises ImageError for anything a
+    client could send wrongly: empty, not an image, truncated, too many pixels.
+    """
+    if not data:
+        raise ImageError("the request holds no image data")
+    try:
+        with warnings.catch_warnings():
+            # The pixel limit below is ours; Pillow's own warning would only repeat it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+                )
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image refused as a decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError("the data is not an image in a supported format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"the image could not be decoded (truncated or corrupt?): {exc}") from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB. 16-bit and 32-bit integer images are scaled, not clipped."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in SIXTEEN_BIT_MODES:
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scaled = (arr - low) / (high - low) if high > low else np.zeros_like(arr)
+        return Image.fromarray((np.nan_to_num(scaled) * 255 + 0.5).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def preprocess(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """RGB image -> float32 array (1, 3, H, W), resized and normalised as Remover does.
+
+    ``size`` is (height, width) of the model input.
+    """
+    height, width = size
+    resized = img.resize((width, height), Image.BILINEAR)
+    arr = np.array(resized, dtype=np.float32)
+    arr /= 255
+    arr -= np.array(MEAN)
+    arr /= np.array(STD)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))[None]
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of 1-D linear interpolation with align_corners=True."""
+    if n_out > 1:
+        scale = np.float32((n_in - 1) / (n_out - 1))
+    else:
+        scale = np.float32(0.0)
+    src = np.arange(n_out, dtype=np.float32) * scale
+    low = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = (src - low).astype(np.float32)
+    return low, high, frac
+
+
+def upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D float mask to ``size`` = (height, width), bilinear, align_corners=True.
+
+    Matches ``F.interpolate(..., mode="bilinear", align_corners=True)`` to float
+    rounding, done separably: first along the width, then along the height.
+    """
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.ndim != 2:
+        raise ValueError(f"expected a 2-D mask, got shape {mask.shape}")
+    height, width = size
+    x_low, x_high, x_frac = _linear_taps(mask.shape[1], width)
+    y_low, y_high, y_frac = _linear_taps(mask.shape[0], height)
+    rows = mask[:, x_low] * (1 - x_frac) + mask[:, x_high] * x_frac
+    y_frac = y_frac[:, None]
+    return rows[y_low] * (1 - y_frac) + rows[y_high] * y_frac
+
+
+def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
+    """Float mask in [0, 1] -> uint8 the way Remover writes alpha (truncation)."""
+    return (np.clip(mask, 0.0, 1.0) * 255).astype(np.uint8)

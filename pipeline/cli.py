@@ -25,11 +25,13 @@ def user_errors(command):
     def wrapper(*args, **kwargs):
         from pipeline.errors import UserError
         from serving.bundle import BundleError
+        from serving.server import ServeError
+        from serving.settings import SettingsError
         from serving.storage import StorageError
 
         try:
             return command(*args, **kwargs)
-        except (UserError, BundleError, StorageError) as exc:
+        except (UserError, BundleError, StorageError, ServeError, SettingsError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
@@ -83,6 +85,27 @@ def verify(bundle_dir: Path) -> None:
         click.echo(f"ok  {artifact.backend:<12} {artifact.precision:<5} {artifact.file}")
     if not bundle.production_ready:
         click.echo("note: synthetic checkpoint; this bundle is not for production")
+
+
+@main.command()
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].")
+@click.option("--backend", type=click.Choice(("auto", "tensorrt", "torchscript", "onnxruntime")), default=None,
+              help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].")
+@click.option("--port", type=int, default=None, help="[env PORT, default 8080]")
+@click.option("--host", default=None, help="0.0.0.0, 127.0.0.1 or :: [env INSPYRENET_HOST, default 0.0.0.0]")
+@click.option("--workers", type=int, default=None, help="Inference worker processes [env INSPYRENET_WORKERS, default 1].")
+@click.option("--max-batch-size", type=int, default=None, help="[env INSPYRENET_MAX_BATCH_SIZE, default 1]")
+@user_errors
+def serve(artifacts, backend, port, host, workers, max_batch_size) -> None:
+    """Serve a bundle over HTTP with LitServe (healthy only once warm)."""
+    from serving.server import run
+    from serving.settings import Settings
+
+    settings = Settings.from_env(
+        artifacts=artifacts, backend=backend, port=port, host=host, workers=workers, max_batch_size=max_batch_size,
+    )
+    run(settings)
 
 
 if __name__ == "__main__":

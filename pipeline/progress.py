@@ -21,7 +21,7 @@ class StageRecord:
 
 class Stages:
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.records: list[StageRecord] = []
 
     @contextmanager
@@ -48,9 +48,10 @@ class Stages:
             record.ok = True
         finally:
             record.seconds = time.perf_counter() - start
-            mark = "[green]ok[/green]" if record.ok else "[red]failed[/red]"
-            detail = f"  {record.detail}" if record.detail else ""
-            self.console.print(f"{mark:>8} {name:<22} {record.seconds:7.1f} s{detail}", highlight=False)
+            # A failed stage prints nothing here: the error that stopped it is the one line to read.
+            if record.ok:
+                detail = f"  {record.detail}" if record.detail else ""
+                self.console.print(f"[green]ok[/green] {name:<22} {record.seconds:7.1f} s{detail}", highlight=False)
 
     @property
     def total_seconds(self) -> float:

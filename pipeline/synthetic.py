@@ -33,10 +33,13 @@ def calibration_batch(size: tuple[int, int] = CALIBRATION_SIZE) -> torch.Tensor:
 def recalibrate_batchnorm(network: nn.Module, batch: torch.Tensor) -> None:
     """Replace every BatchNorm's running statistics by those of ``batch`` (one pass, no grad)."""
     norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # Only the BatchNorms train: Swin's stochastic depth and dropout must stay
+    # off, or the statistics (and the checkpoint) change from run to run.
+    network.eval()
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average: exactly this batch's statistics
-    network.train()
+        norm.train()
     with torch.no_grad():
         network.forward_inspyre(batch)
     for norm in norms:
@@ -58,6 +61,8 @@ def synthetic_checkpoint(seed: int, cache_dir: Path) -> Path:
     path = Path(cache_dir) / f"inspyrenet-swinb-synthetic-seed{seed}.pth"
     if not path.is_file():
         state = synthetic_state_dict(seed)
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            # A file object, not a path: torch.save names the archive's root
+            # folder after a path's file name, and the temporary name is random.
+            torch.save(state, handle)
     return path

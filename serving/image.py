@@ -31,7 +31,20 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class ImageError(ValueError):
-    """The bytes a client sent are not an image this service can use."""
+    """The bytes a client sent are not an image this service can use.
+
+    ``status`` is the HTTP status the server answers with.
+    """
+
+    status = 400
+
+
+class UnsupportedImage(ImageError):
+    status = 415
+
+
+class ImageTooLarge(ImageError):
+    status = 413
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -49,7 +62,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageError(
+                raise ImageTooLarge(
                     f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
                 )
             img.seek(0)
@@ -58,9 +71,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image refused as a decompression bomb: {exc}") from None
+        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from None
     except UnidentifiedImageError:
-        raise ImageError("the data is not an image in a supported format") from None
+        raise UnsupportedImage(
+            "the data is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"the image could not be decoded (truncated or corrupt?): {exc}") from None
     return to_rgb(img)

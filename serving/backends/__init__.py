@@ -52,6 +52,37 @@ class Backend(ABC):
         """Release the runtime's resources."""
 
 
+RUNTIME_MODULES = {
+    "onnxruntime": ("onnxruntime",),
+    "torchscript": ("torch",),
+    "tensorrt": ("tensorrt_lean", "tensorrt"),
+}
+
+
+def runtime_missing(artifact: Artifact) -> str | None:
+    """Why this machine cannot even try the artifact (its runtime is not installed), without importing it."""
+    import importlib.util
+
+    modules = RUNTIME_MODULES.get(artifact.backend)
+    if modules is None:
+        return f"no backend implementation for {artifact.backend!r} artifacts"
+    if not any(importlib.util.find_spec(name) is not None for name in modules):
+        return f"{' or '.join(modules)} is not installed"
+    return None
+
+
+def import_runtime(artifact: Artifact) -> None:
+    """Import the artifact's runtime (the slow part of loading a backend, timed on its own)."""
+    import importlib
+
+    for name in RUNTIME_MODULES.get(artifact.backend, ()):
+        try:
+            importlib.import_module(name)
+            return
+        except ImportError:
+            continue
+
+
 def open_backend(bundle: Bundle, artifact: Artifact, device: str = "auto") -> Backend:
     """Load ``artifact`` with its runtime on ``device`` (auto | cpu | cuda).
 

@@ -1,0 +1,98 @@
+"""Shared, expensive fixtures: built once per test session.
+
+- one synthetic checkpoint (seed 0) in a session cache dir,
+- one fast (384x384) bundle built by the real ``inspyrenet build`` command,
+- the eager export model for reference outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_SIZE = (384, 384)
+
+
+def has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def has_cuda() -> bool:
+    if not has_torch():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+needs_cuda = pytest.mark.skipif(not has_cuda(), reason="needs a CUDA GPU; this machine has none")
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """INSPYRENET_CACHE for the whole session, so the synthetic checkpoint is generated once."""
+    path = tmp_path_factory.mktemp("inspyrenet-cache")
+    previous = os.environ.get("INSPYRENET_CACHE")
+    os.environ["INSPYRENET_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("INSPYRENET_CACHE", None)
+    else:
+        os.environ["INSPYRENET_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoint(session_cache):
+    from pipeline.checkpoint import resolve
+
+    return resolve("synthetic", "fast")
+
+
+@pytest.fixture(scope="session")
+def eager_model(synthetic_checkpoint):
+    from pipeline.checkpoint import load_state_dict
+    from pipeline.model import expected_keys, export_model
+
+    state = load_state_dict(synthetic_checkpoint, expected_keys())
+    return export_model(state, FAST_SIZE)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the installed ``inspyrenet`` command line as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="session")
+def fast_bundle(tmp_path_factory, synthetic_checkpoint) -> Path:
+    """The fast bundle, built once by ``inspyrenet build --checkpoint synthetic``."""
+    out = tmp_path_factory.mktemp("bundles") / "fast"
+    result = run_cli("build", "--mode", "fast", "--checkpoint", "synthetic", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def photo_batch() -> dict[str, np.ndarray]:
+    """The sample photos, preprocessed by the serving image contract."""
+    from pipeline import samples
+    from serving.image import preprocess
+
+    return {name: preprocess(img, FAST_SIZE) for name, img in samples.photos().items()}

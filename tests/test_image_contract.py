@@ -1,0 +1,139 @@
+"""The image contract: decoding, Remover-exact preprocessing, mask upsampling."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.image import ImageError, decode_image, mask_to_uint8, preprocess, upsample_mask
+
+torch = pytest.importorskip("torch")
+
+
+def encode(img: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def gradient(width: int, height: int) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    rgb = np.stack([x, y, 255 - x], axis=-1).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB")
+
+
+def test_exif_orientation_is_applied():
+    img = gradient(60, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    decoded = decode_image(encode(img, "JPEG", exif=exif.tobytes()))
+    assert decoded.size == (40, 60)
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1", "YCbCr"],
+)
+def test_any_mode_becomes_rgb(mode):
+    source = gradient(32, 24)
+    if mode == "I;16":
+        arr = (np.asarray(source.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+        img = Image.fromarray(arr)
+        assert img.mode.startswith("I;16")
+        fmt = "PNG"
+    else:
+        img = source.convert(mode)
+        fmt = {"CMYK": "JPEG", "YCbCr": "JPEG"}.get(mode, "PNG")
+    decoded = decode_image(encode(img, fmt))
+    assert decoded.mode == "RGB" and decoded.size == (32, 24)
+    if mode == "I;16":
+        # 16-bit data is scaled to 8 bits, not clipped to white.
+        expected = np.asarray(source.convert("L"))
+        assert np.abs(np.asarray(decoded)[..., 0].astype(int) - expected).max() <= 1
+
+
+def test_palette_with_transparency_decodes():
+    img = gradient(20, 20).convert("P")
+    img.info["transparency"] = 0
+    decoded = decode_image(encode(img, "PNG", transparency=0))
+    assert decoded.mode == "RGB"
+
+
+def test_animated_gif_gives_first_frame():
+    frames = [Image.new("RGB", (16, 16), color) for color in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.getpixel((8, 8))[0] > 200  # red, the first frame
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "no image data"),
+        (b"definitely not an image", "not an image"),
+    ],
+)
+def test_bad_bytes_are_refused(data, message):
+    with pytest.raises(ImageError, match=message):
+        decode_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_image_is_refused(fmt):
+    data = encode(gradient(200, 200), fmt)
+    with pytest.raises(ImageError, match="could not be decoded|not an image"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_pixel_limit_refuses_before_decoding():
+    # A 10000 x 10000 PNG of one colour is tiny on the wire: a decompression bomb.
+    bomb = encode(Image.new("L", (10000, 10000)), "PNG", optimize=True)
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageError, match="over the limit"):
+        decode_image(bomb, max_pixels=50_000_000)
+
+
+def remover_transform(size):
+    """transparent-background's own static-mode transform, as Remover composes it."""
+    import torchvision.transforms as transforms
+    from transparent_background.utils import normalize, static_resize, tonumpy, totensor
+
+    return transforms.Compose(
+        [
+            static_resize(list(size)),
+            tonumpy(),
+            normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+            totensor(),
+        ]
+    )
+
+
+@pytest.mark.parametrize("source_size", [(640, 480), (16, 16), (4000, 300), (384, 384)])
+def test_preprocess_is_bit_identical_to_remover(source_size):
+    img = gradient(*source_size)
+    ours = preprocess(img, (384, 384))
+    theirs = remover_transform((384, 384))(img).unsqueeze(0).numpy()
+    assert ours.dtype == np.float32 and ours.shape == (1, 3, 384, 384)
+    assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("target", [(480, 640), (16, 16), (300, 4000), (384, 384), (1, 7), (7, 1)])
+def test_upsample_matches_torch_align_corners(target):
+    rng = np.random.default_rng(0)
+    mask = rng.random((384, 384), dtype=np.float32)
+    ours = upsample_mask(mask, target)
+    theirs = torch.nn.functional.interpolate(
+        torch.from_numpy(mask)[None, None], target, mode="bilinear", align_corners=True
+    )[0, 0].numpy()
+    assert ours.shape == target
+    assert np.abs(ours - theirs).max() < 1e-6
+
+
+def test_mask_to_uint8_truncates_like_remover():
+    mask = np.array([[0.0, 0.5, 0.999, 1.0, 1.2, -0.1]], dtype=np.float32)
+    assert mask_to_uint8(mask).tolist() == [[0, 127, 254, 255, 255, 0]]

@@ -1,0 +1,185 @@
+"""The LitAPI: runs in each inference worker process.
+
+``setup`` reads and verifies the bundle, loads the best usable backend and
+warms it; LitServe's ``/health`` answers 200 only once every worker's setup
+has returned. The HTTP process has already validated parameters and turned
+every accepted body into ``{"image": <base64>, "params": {...}}``.
+
+A request that fails here (bad image) is answered with a 4xx JSON response
+from ``encode_response``, never raised: with batching, LitServe would fail a
+whole batch for one bad image.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import litserve as ls
+import numpy as np
+from starlette.responses import JSONResponse, Response
+
+from serving import runtime
+from serving.backends import Backend, BackendUnavailable, import_runtime, open_backend
+from serving.bundle import BundleError, load_bundle
+from serving.cutout import compose, encode, final_alpha, output_size, resize_image
+from serving.image import ImageError, decode_image, preprocess, upsample_mask
+from serving.logs import log
+from serving.metrics import metrics
+from serving.params import CutoutParams
+from serving.settings import Settings
+
+API_PATH = "/v1/remove-background"
+
+
+@dataclass
+class Job:
+    """One request on its way through the worker."""
+
+    params: CutoutParams
+    image: object = None  # PIL image, RGB
+    tensor: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    error: tuple[int, str] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Stopwatch:
+    def __init__(self, job: Job, stage: str):
+        self.job, self.stage = job, stage
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        seconds = time.perf_counter() - self.start
+        self.job.timings[self.stage] = seconds
+        metrics().stage_seconds.labels(self.stage).observe(seconds)
+
+
+class CutoutAPI(ls.LitAPI):
+    def __init__(self, settings: Settings, backends: list[str], verified: set[str]):
+        """``backends``: the artifacts to try in order; ``verified``: those the main process already hashed."""
+        super().__init__(
+            max_batch_size=settings.max_batch_size,
+            batch_timeout=settings.batch_timeout,
+            api_path=API_PATH,
+        )
+        self.settings = settings
+        self.backends = list(backends)
+        self.verified = set(verified)
+        self.backend: Backend | None = None
+
+    # -- startup ---------------------------------------------------------
+
+    def setup(self, device: str) -> None:
+        phases: dict[str, float] = {}
+        worker = runtime.worker_id()
+        try:
+            self.backend, self.mode = self._load(phases)
+        except (BundleError, BackendUnavailable) as exc:
+            runtime.write_worker_error(worker, str(exc))
+            log("startup failed", severity="ERROR", worker=worker, error=str(exc))
+            raise
+        start = time.perf_counter()
+        self._warm_up()
+        phases["warmup"] = time.perf_counter() - start
+        total = time.time() - runtime.started_at()
+        phases["total"] = total
+        for phase, seconds in phases.items():
+            log("startup phase", phase=phase, seconds=round(seconds, 3), worker=worker)
+            metrics().startup_phase_seconds.labels(phase).set(seconds)
+        metrics().startup_seconds.set(total)
+        info = self.backend.describe()
+        metrics().backend_info.labels(info["backend"], info["device"], info["precision"], self.mode).set(1)
+        runtime.write_worker_state(worker, {**info, "mode": self.mode, "startup_seconds": round(total, 3)})
+        log("ready", worker=worker, startup_seconds=round(total, 3), **info)
+
+    def _load(self, phases: dict[str, float]) -> tuple[Backend, str]:
+        start = time.perf_counter()
+        bundle = load_bundle(self.settings.artifacts, verify=False)
+        phases["manifest"] = time.perf_counter() - start
+        failures = []
+        for artifact in (bundle.artifact(name) for name in self.backends):
+            try:
+                start = time.perf_counter()
+                if self.settings.verify and artifact.backend not in self.verified:
+                    bundle.verify(artifact)
+                phases["verify"] = time.perf_counter() - start
+                start = time.perf_counter()
+                import_runtime(artifact)
+                phases["imports"] = time.perf_counter() - start
+                start = time.perf_counter()
+                backend = open_backend(bundle, artifact, device="auto")
+                phases["load"] = time.perf_counter() - start
+                return backend, bundle.mode
+            except (BundleError, BackendUnavailable) as exc:
+                failures.append(f"{artifact.backend}: {exc}")
+                log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=str(exc))
+        raise BackendUnavailable(f"no usable artifact in {Path(self.settings.artifacts)}: " + "; ".join(failures))
+
+    def _warm_up(self) -> None:
+        """Run the whole request path once at every batch size a request can meet."""
+        height, width = self.backend.bundle.input_size
+        probe = np.zeros((1, 3, height, width), dtype=np.float32)
+        self.backend.infer(probe)
+        if self.settings.max_batch_size > 1:
+            self.backend.infer(np.repeat(probe, self.settings.max_batch_size, axis=0))
+
+    # -- requests ----------------------------------------------------------
+
+    def decode_request(self, request: dict) -> Job:
+        job = Job(params=CutoutParams.from_dict(request["params"]))
+        try:
+            with Stopwatch(job, "decode"):
+                data = base64.b64decode(request["image"], validate=True)
+                job.image = decode_image(data, self.settings.max_pixels)
+            with Stopwatch(job, "preprocess"):
+                job.tensor = preprocess(job.image, self.backend.bundle.input_size)
+        except ImageError as exc:
+            job.error = (exc.status, str(exc))
+        except (binascii.Error, ValueError) as exc:
+            job.error = (400, f"image is not valid base64: {exc}")
+        return job
+
+    def unbatch(self, output: list[Job]) -> list[Job]:
+        # LitAPI.batch already passes a list of Jobs through unchanged.
+        return output
+
+    def predict(self, jobs: Job | list[Job]) -> Job | list[Job]:
+        batch = jobs if isinstance(jobs, list) else [jobs]
+        runnable = [job for job in batch if job.error is None]
+        if runnable:
+            start = time.perf_counter()
+            masks = self.backend.infer(np.concatenate([job.tensor for job in runnable]))
+            seconds = time.perf_counter() - start
+            metrics().batch_size.observe(len(runnable))
+            for job, mask in zip(runnable, masks):
+                job.mask = mask[0]
+                job.timings["inference"] = seconds
+                metrics().stage_seconds.labels("inference").observe(seconds)
+        return jobs
+
+    def encode_response(self, job: Job) -> Response:
+        if job.error is not None:
+            status, detail = job.error
+            return JSONResponse({"detail": detail}, status_code=status)
+        params = job.params
+        with Stopwatch(job, "postprocess"):
+            size = output_size(job.image.size, params.max_size)
+            alpha = final_alpha(upsample_mask(job.mask, (size[1], size[0])), params)
+            result = compose(resize_image(job.image, size), alpha, params)
+        with Stopwatch(job, "encode"):
+            body = encode(result, params.format)
+        timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in job.timings.items())
+        headers = {
+            "X-Backend": self.backend.name,
+            "X-Inference-Ms": f"{job.timings['inference'] * 1000:.1f}",
+            "X-Image-Width": str(size[0]),
+            "X-Image-Height": str(size[1]),
+            "Server-Timing": timing,
+        }
+        return Response(content=body, media_type=params.media_type, headers=headers)

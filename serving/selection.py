@@ -1,0 +1,52 @@
+"""Which artifact of a bundle to serve.
+
+``auto`` tries the bundle's artifacts fastest first: TensorRT (GPU), ONNX
+Runtime (CPU, or CUDA with onnxruntime-gpu), TorchScript. An artifact whose
+parity check failed is never chosen. An explicit choice is honoured or fails.
+"""
+
+from __future__ import annotations
+
+from serving.bundle import Artifact, Bundle, BundleError
+
+PREFERENCE = ("tensorrt", "onnxruntime", "torchscript")
+
+
+class SelectionError(BundleError):
+    """No artifact of the bundle may be served as asked."""
+
+
+def parity_failure(artifact: Artifact) -> str | None:
+    """Why the build's parity check rejected the artifact, or None if it did not."""
+    parity = artifact.parity
+    if parity and parity.get("status") == "failed":
+        return f"failed parity at build time ({parity.get('summary', 'see the parity report')})"
+    return None
+
+
+def candidates(bundle: Bundle, requested: str) -> tuple[list[Artifact], list[str]]:
+    """Artifacts to try in order, and the reasons others were left out."""
+    skipped: list[str] = []
+    if requested != "auto":
+        artifact = bundle.artifact(requested)
+        if artifact is None:
+            have = ", ".join(a.backend for a in bundle.artifacts) or "none"
+            raise SelectionError(f"the bundle at {bundle.root} has no {requested} artifact (it has: {have})")
+        reason = parity_failure(artifact)
+        if reason:
+            raise SelectionError(f"the {requested} artifact {reason}; refusing to serve it")
+        return [artifact], skipped
+    ordered = sorted(
+        bundle.artifacts,
+        key=lambda a: PREFERENCE.index(a.backend) if a.backend in PREFERENCE else len(PREFERENCE),
+    )
+    chosen = []
+    for artifact in ordered:
+        reason = parity_failure(artifact)
+        if reason:
+            skipped.append(f"{artifact.backend}: {reason}")
+        else:
+            chosen.append(artifact)
+    if not chosen:
+        raise SelectionError(f"no usable artifact in {bundle.root}: " + "; ".join(skipped or ["the bundle lists none"]))
+    return chosen, skipped

@@ -1,0 +1,90 @@
+"""Server settings: every one an environment variable with a default.
+
+The CLI's flags override the environment; the README lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+BACKEND_CHOICES = ("auto", "tensorrt", "torchscript", "onnxruntime")
+
+
+class SettingsError(ValueError):
+    """A setting with a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    artifacts: Path = field(default=Path("artifacts/fast"), metadata={"env": "INSPYRENET_ARTIFACTS"})
+    backend: str = field(default="auto", metadata={"env": "INSPYRENET_BACKEND"})
+    host: str = field(default="0.0.0.0", metadata={"env": "INSPYRENET_HOST"})
+    port: int = field(default=8080, metadata={"env": "PORT"})
+    workers: int = field(default=1, metadata={"env": "INSPYRENET_WORKERS"})
+    max_batch_size: int = field(default=1, metadata={"env": "INSPYRENET_MAX_BATCH_SIZE"})
+    batch_timeout: float = field(default=0.01, metadata={"env": "INSPYRENET_BATCH_TIMEOUT"})
+    max_pixels: int = field(default=40_000_000, metadata={"env": "INSPYRENET_MAX_PIXELS"})
+    max_body_bytes: int = field(default=30 * 1024 * 1024, metadata={"env": "INSPYRENET_MAX_BODY_BYTES"})
+    request_timeout: float = field(default=60.0, metadata={"env": "INSPYRENET_REQUEST_TIMEOUT"})
+    cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "INSPYRENET_CORS_ORIGINS"})
+    api_key: str | None = field(default=None, metadata={"env": "LIT_SERVER_API_KEY"})
+    verify: bool = field(default=True, metadata={"env": "INSPYRENET_VERIFY"})
+    log_level: str = field(default="warning", metadata={"env": "INSPYRENET_LOG_LEVEL"})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        values = {}
+        for item in fields(cls):
+            raw = environ.get(item.metadata["env"])
+            if raw is not None and raw != "":
+                values[item.name] = _convert(item.name, item.metadata["env"], raw)
+        settings = cls(**values)
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.backend not in BACKEND_CHOICES:
+            raise SettingsError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
+        if not 1024 <= self.port <= 65535:
+            raise SettingsError(f"port must be from 1024 to 65535 (LitServe's range), got {self.port}")
+        if self.host not in ("0.0.0.0", "127.0.0.1", "::"):
+            raise SettingsError(f"host must be 0.0.0.0, 127.0.0.1 or :: (LitServe's choices), got {self.host!r}")
+        for name in ("workers", "max_batch_size", "max_pixels", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_timeout < 0 or self.request_timeout <= 0:
+            raise SettingsError("batch_timeout must be >= 0 and request_timeout > 0")
+
+
+def _convert(name: str, env: str, raw: str):
+    kind = Settings.__dataclass_fields__[name].type
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes")
+        if kind == "Path":
+            return Path(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, field) rows for the documentation."""
+    rows = []
+    for item in fields(Settings):
+        default = item.default
+        rows.append((item.metadata["env"], "" if default in (None, ()) else str(default), item.name))
+    return rows

@@ -1,0 +1,392 @@
+"""The LitServe server, started for real on a loopback port, over real HTTP.
+
+The main server runs with torch made unimportable in all of its processes:
+every test here also proves the ONNX Runtime path never imports torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.server_process import start_server
+
+API = "/v1/remove-background"
+ORIGIN = "https://app.example.com"
+
+
+def photo_bytes(fmt: str = "JPEG", size=(451, 300), mode="RGB", **params) -> bytes:
+    from pipeline import samples
+
+    img = samples.photo("chelsea").resize(size).convert(mode)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(fast_bundle):
+    env = {"INSPYRENET_CORS_ORIGINS": ORIGIN, "INSPYRENET_MAX_BODY_BYTES": str(3 * 1024 * 1024)}
+    process = start_server(fast_bundle, env=env, block_torch=True)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        yield http
+
+
+def post_image(client, data: bytes, content_type="image/jpeg", **params):
+    return client.post(API, content=data, headers={"Content-Type": content_type}, params=params)
+
+
+def decode(response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_health_turns_200_only_when_warm(server):
+    assert server.health_codes[0] != 200  # refused (or 503) while the worker loads and warms up
+    assert server.health_codes[-1] == 200
+    phases = {line["phase"] for line in server.log_lines() if line.get("message") == "startup phase"}
+    assert {"manifest", "verify", "imports", "load", "warmup", "total"} <= phases
+    ready = [line for line in server.log_lines() if line.get("message") == "ready"]
+    assert ready and ready[0]["backend"] == "onnxruntime"
+
+
+def test_default_output_is_rgba_png_of_input_size(client):
+    response = post_image(client, photo_bytes())
+    img = decode(response)
+    assert response.headers["content-type"] == "image/png"
+    assert img.format == "PNG" and img.mode == "RGBA" and img.size == (451, 300)
+    assert response.headers["x-backend"] == "onnxruntime"
+    assert float(response.headers["x-inference-ms"]) > 0 and float(response.headers["x-total-ms"]) > 0
+    assert (response.headers["x-image-width"], response.headers["x-image-height"]) == ("451", "300")
+
+
+def test_alpha_equals_the_served_mask_and_the_model(client, fast_bundle):
+    data = photo_bytes()
+    rgba = np.asarray(decode(post_image(client, data)))
+    mask = decode(post_image(client, data, output="mask"))
+    assert mask.mode == "L"
+    assert np.array_equal(rgba[..., 3], np.asarray(mask))
+    # The same computation in-process, through the serving code: the server adds nothing.
+    from serving.backends import open_backend
+    from serving.bundle import load_bundle
+    from serving.image import decode_image, mask_to_uint8, preprocess, upsample_mask
+
+    bundle = load_bundle(fast_bundle, verify=False)
+    backend = open_backend(bundle, bundle.artifact("onnxruntime"), device="cpu")
+    img = decode_image(data)
+    expected = mask_to_uint8(upsample_mask(backend.infer(preprocess(img, bundle.input_size))[0, 0], (300, 451)))
+    assert np.abs(np.asarray(mask).astype(int) - expected).max() <= 1
+    assert 10 < np.asarray(mask).mean() < 245  # not a blank mask
+    # RGB channels of the cutout are the input's (no refine).
+    assert np.array_equal(rgba[..., :3], np.asarray(img))
+
+
+def test_multipart_and_json_inputs(client):
+    data = photo_bytes()
+    multipart = client.post(API, files={"image": ("cat.jpg", data, "image/jpeg")}, data={"output": "mask"})
+    as_json = client.post(API, json={"image": base64.b64encode(data).decode(), "output": "mask"})
+    data_url = client.post(API, json={"image": "data:image/jpeg;base64," + base64.b64encode(data).decode()},
+                           params={"output": "mask"})
+    raw = post_image(client, data, output="mask")
+    masks = [np.asarray(decode(r)) for r in (multipart, as_json, data_url, raw)]
+    for other in masks[1:]:
+        assert np.array_equal(masks[0], other)
+
+
+@pytest.mark.parametrize(
+    ("params", "fmt", "mode"),
+    [
+        ({"output": "rgb", "format": "jpeg", "bg_color": "#00ff00"}, "JPEG", "RGB"),
+        ({"output": "rgba", "format": "webp"}, "WEBP", "RGBA"),
+        ({"output": "mask", "format": "webp"}, "WEBP", None),
+        ({"output": "mask", "format": "jpeg"}, "JPEG", "L"),
+        ({"output": "rgb"}, "PNG", "RGB"),
+    ],
+)
+def test_output_types_and_formats(client, params, fmt, mode):
+    response = post_image(client, photo_bytes(), **params)
+    img = decode(response)
+    assert img.format == fmt and img.size == (451, 300)
+    if mode:
+        assert img.mode == mode
+    assert response.headers["content-type"] == f"image/{fmt.lower()}"
+
+
+def test_rgb_composites_on_the_background_colour(client):
+    data = photo_bytes()
+    mask = np.asarray(decode(post_image(client, data, output="mask"))).astype(float) / 255
+    rgb = np.asarray(decode(post_image(client, data, output="rgb", bg_color="#00ff00"))).astype(float)
+    background = mask < 0.02
+    assert background.any()
+    assert np.abs(rgb[background] - [0, 255, 0]).max() <= 6
+
+
+def test_threshold_reverse_and_max_size(client):
+    data = photo_bytes()
+    soft = np.asarray(decode(post_image(client, data, output="mask")))
+    hard = np.asarray(decode(post_image(client, data, output="mask", threshold=0.5)))
+    assert set(np.unique(hard)) <= {0, 255}
+    assert np.array_equal(hard == 255, soft / 255 > 0.5) or (np.abs((hard == 255) ^ (soft > 127)).mean() < 0.01)
+    reverse = np.asarray(decode(post_image(client, data, output="mask", threshold=0.5, reverse="true")))
+    assert np.array_equal(reverse, 255 - hard)
+    small = decode(post_image(client, data, max_size=200))
+    assert small.size == (200, 133)
+
+
+def test_refine_changes_only_edge_colours(client):
+    data = photo_bytes()
+    plain = np.asarray(decode(post_image(client, data))).astype(int)
+    refined = np.asarray(decode(post_image(client, data, refine="true"))).astype(int)
+    assert np.array_equal(plain[..., 3], refined[..., 3])
+    solid = plain[..., 3] >= 254
+    changed = np.abs(plain[..., :3] - refined[..., :3]).max(axis=-1) > 0
+    assert changed.any() and solid.any()
+    # Opaque pixels keep their colour (within what 1-2 alpha levels below opaque allow).
+    assert np.abs(plain[solid][:, :3] - refined[solid][:, :3]).max() <= 3
+
+
+def test_exif_orientation_is_honoured(client):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    response = post_image(client, photo_bytes(exif=exif.tobytes()))
+    assert decode(response).size == (300, 451)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("CMYK", "JPEG"), ("I;16", "PNG"), ("P", "PNG"), ("L", "JPEG"), ("LA", "PNG"), ("RGBA", "PNG"), ("1", "PNG")],
+)
+def test_image_modes_work(client, mode, fmt):
+    if mode == "I;16":
+        gray = np.asarray(Image.open(io.BytesIO(photo_bytes())).convert("L"), dtype=np.uint16) * 257
+        buffer = io.BytesIO()
+        Image.fromarray(gray).save(buffer, format="PNG")
+        data = buffer.getvalue()
+    else:
+        data = photo_bytes(fmt, mode=mode)
+    img = decode(post_image(client, data, content_type=f"image/{fmt.lower()}"))
+    assert img.mode == "RGBA" and img.size == (451, 300)
+
+
+def test_animated_gif_uses_first_frame(client):
+    frames = [Image.new("RGB", (64, 48), color) for color in ((250, 10, 10), (10, 10, 250))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    img = np.asarray(decode(post_image(client, buffer.getvalue(), content_type="image/gif")))
+    assert img[24, 32, 0] > 200 and img[24, 32, 2] < 60
+
+
+def truncated(fmt: str) -> bytes:
+    data = photo_bytes(fmt)
+    return data[: len(data) // 2]
+
+
+def bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (10000, 10000)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "params", "status", "words"),
+    [
+        (b"", "image/jpeg", {}, 400, "no image data"),
+        (b"", "", {}, 400, "holds no image"),
+        (b"hello, not an image", "image/jpeg", {}, 415, "not an image in a supported format"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml", {}, 415, "supported format"),
+        ("truncated-jpeg", "image/jpeg", {}, 400, "could not be decoded"),
+        ("truncated-png", "image/png", {}, 400, "could not be decoded"),
+        ("bomb", "image/png", {}, 413, "over the limit"),
+        ("photo", "image/jpeg", {"colour": "red"}, 400, "unknown parameter 'colour'"),
+        ("photo", "image/jpeg", {"output": "cutout"}, 400, "parameter 'output' must be one of"),
+        ("photo", "image/jpeg", {"threshold": "2"}, 400, "between 0 and 1"),
+        ("photo", "image/jpeg", {"bg_color": "blue"}, 400, "hex colour"),
+        ("photo", "image/jpeg", {"max_size": "0"}, 400, "max_size"),
+        ("photo", "image/jpeg", {"reverse": "maybe"}, 400, "true or false"),
+        ("photo", "image/jpeg", {"format": "jpeg"}, 400, "cannot carry transparency"),
+        ("photo", "text/plain", {}, 415, "unsupported content type"),
+        ("{not json", "application/json", {}, 400, "not valid JSON"),
+        ('{"image": "%%%"}', "application/json", {}, 400, "not valid base64"),
+        ('{"picture": "abc"}', "application/json", {}, 400, "field 'image'"),
+        ("oversized", "image/jpeg", {}, 413, "over the limit"),
+    ],
+)
+def test_bad_input_gets_a_4xx_json_error(client, body, content_type, params, status, words):
+    payloads = {
+        "truncated-jpeg": lambda: truncated("JPEG"),
+        "truncated-png": lambda: truncated("PNG"),
+        "bomb": bomb,
+        "photo": photo_bytes,
+        "oversized": lambda: os.urandom(4 * 1024 * 1024),
+    }
+    if isinstance(body, str):
+        body = payloads[body]() if body in payloads else body.encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(API, content=body, headers=headers, params=params)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert words in response.json()["detail"]
+
+
+def test_server_keeps_serving_after_bad_input(client):
+    for body in (b"", b"junk", truncated("PNG")):
+        post_image(client, body)
+    assert client.get("/health").status_code == 200
+    assert decode(post_image(client, photo_bytes())).mode == "RGBA"
+
+
+def test_twenty_concurrent_requests_are_all_correct(client):
+    sizes = [(200 + 17 * i, 150 + 9 * i) for i in range(20)]
+    bodies = [photo_bytes(size=size) for size in sizes]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(lambda b: post_image(client, b, output="mask"), bodies))
+    for size, response in zip(sizes, responses):
+        assert decode(response).size == size
+
+
+def test_warmup_answers_at_once_with_cors(client):
+    response = client.post("/warmup", headers={"Origin": ORIGIN})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "warm" and body["backend"] == "onnxruntime" and body["startup_seconds"] > 0
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_cors_preflight(client):
+    allowed = client.options(API, headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-api-key",
+    })
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+    denied = client.options(API, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in denied.headers
+    response = post_image(client, photo_bytes(), output="mask")
+    assert "access-control-allow-origin" not in response.headers  # no Origin sent, no CORS headers
+    with_origin = client.post(API, content=photo_bytes(), params={"output": "mask"},
+                              headers={"Content-Type": "image/jpeg", "Origin": ORIGIN})
+    assert "x-inference-ms" in with_origin.headers["access-control-expose-headers"].lower()
+
+
+def metric(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_move(client):
+    before = client.get("/metrics").text
+    post_image(client, photo_bytes(), output="mask")
+    post_image(client, b"junk")
+    after = client.get("/metrics").text
+    ok = dict(route=API, status="200")
+    bad = dict(route=API, status="415")
+    assert metric(after, "inspyrenet_requests_total", **ok) == metric(before, "inspyrenet_requests_total", **ok) + 1
+    assert metric(after, "inspyrenet_requests_total", **bad) == metric(before, "inspyrenet_requests_total", **bad) + 1
+    for stage in ("decode", "preprocess", "inference", "postprocess", "encode"):
+        assert metric(after, "inspyrenet_stage_seconds_count", stage=stage) > metric(
+            before, "inspyrenet_stage_seconds_count", stage=stage)
+    assert metric(after, "inspyrenet_startup_seconds") > 0
+    assert metric(after, "inspyrenet_backend_info", backend="onnxruntime", device="cpu") == 1
+
+
+def descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return "\nState:\tZ" not in handle.read()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def keyed_server(fast_bundle):
+    process = start_server(fast_bundle, env={"LIT_SERVER_API_KEY": "s3cret", "INSPYRENET_WORKERS": "2"})
+    yield process
+    process.stop()
+
+
+def test_api_key_guards_inference_only(keyed_server):
+    with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
+        assert http.get("/health").status_code == 200  # the startup probe sends no key
+        refused = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg"})
+        assert refused.status_code == 401 and "X-API-Key" in refused.json()["detail"]
+        wrong = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg", "X-API-Key": "nope"})
+        assert wrong.status_code == 401
+        ok = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg", "X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+
+
+def test_metrics_count_across_two_workers(keyed_server):
+    ready = [line for line in keyed_server.log_lines() if line.get("message") == "ready"]
+    assert {line["worker"] for line in ready} == {"0", "1"}
+    with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
+        before = metric(http.get("/metrics").text, "inspyrenet_stage_seconds_count", stage="inference")
+        headers = {"Content-Type": "image/jpeg", "X-API-Key": "s3cret"}
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            codes = list(pool.map(lambda _: http.post(API, content=photo_bytes(), headers=headers).status_code,
+                                  range(6)))
+        assert codes == [200] * 6
+        after = metric(http.get("/metrics").text, "inspyrenet_stage_seconds_count", stage="inference")
+    assert after == before + 6
+
+
+def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(keyed_server):
+    family = descendants(keyed_server.process.pid)
+    assert len(family) >= 3  # HTTP server(s), inference workers, LitServe's manager
+    result = {}
+
+    def slow_request():
+        big = photo_bytes(size=(3000, 2000))
+        with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
+            result["response"] = http.post(
+                API, content=big, headers={"Content-Type": "image/jpeg", "X-API-Key": "s3cret"},
+                params={"refine": "true"},
+            )
+        result["done_at"] = time.monotonic()
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(1.0)  # the request is in flight
+    sigterm_at = time.monotonic()
+    keyed_server.process.terminate()  # SIGTERM, as Cloud Run sends
+    thread.join(timeout=120)
+    assert keyed_server.process.wait(timeout=90) == 0
+    assert result["response"].status_code == 200
+    assert result["done_at"] > sigterm_at  # it really was in flight when SIGTERM came
+    assert decode(result["response"]).size == (3000, 2000)
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in family if alive(pid)]

@@ -32,6 +32,7 @@ class BuildOptions:
     checkpoint: str
     out: Path
     export_tolerance: float = EXPORT_TOLERANCE
+    validate: bool = True
 
 
 def io_spec(size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -103,7 +104,9 @@ class Builder:
                 lambda path: export_onnx(model, torch.from_numpy(check_input), path),
                 check_input, reference, {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET},
             )
-            manifest["validation"] = {"status": "not-run"}
+            manifest["validation"] = (
+                {"status": "pending"} if options.validate else {"status": "skipped", "reason": "--no-validate"}
+            )
             manifest["build"] = {
                 **build_environment(),
                 "tool_version": serving_version,

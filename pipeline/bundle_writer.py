@@ -6,7 +6,6 @@ never a manifest that points at missing or stale files.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from pipeline.errors import BuildError
 from serving.bundle import MANIFEST_NAME, sha256_file
-from serving.files import write_json_atomic
+from serving.files import replace_directory, write_json_atomic
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -58,16 +57,8 @@ class BundleWriter:
     def commit(self, manifest: dict[str, Any]) -> Path:
         """Write the manifest last, then swap the staging directory into place."""
         write_json_atomic(self.staging / MANIFEST_NAME, manifest)
-        os.chmod(self.staging, 0o755)
-        previous = None
-        if self.out.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
-            os.rmdir(previous)
-            os.replace(self.out, previous)
-        os.replace(self.staging, self.out)
+        replace_directory(self.staging, self.out)
         self.committed = True
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
         return self.out
 
     def discard(self) -> None:

@@ -56,8 +56,10 @@ def main() -> None:
               help="Bundle directory to write (replaced atomically).")
 @click.option("--export-tolerance", type=float, default=1e-4, show_default=True,
               help="Largest max-abs mask difference an fp32 export may show against the eager model.")
+@click.option("--validate/--no-validate", "run_parity", default=True, show_default=True,
+              help="Run the mask-parity validation on the finished bundle.")
 @user_errors
-def build(mode: str, source: str, out: Path, export_tolerance: float) -> None:
+def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity: bool) -> None:
     """Turn a checkpoint into a verified artifact bundle (TorchScript + ONNX)."""
     warnings.filterwarnings("ignore", message="Failed to import flet")  # transparent-background's GUI
     from rich.console import Console
@@ -68,9 +70,38 @@ def build(mode: str, source: str, out: Path, export_tolerance: float) -> None:
     from pipeline.report import build_summary
 
     stages = Stages()
-    options = BuildOptions(mode=mode, checkpoint=source, out=out, export_tolerance=export_tolerance)
+    options = BuildOptions(mode=mode, checkpoint=source, out=out, export_tolerance=export_tolerance,
+                           validate=run_parity)
     bundle_dir, manifest = run_build(options, stages)
     Console().print(build_summary(bundle_dir, manifest, stages))
+    if run_parity:
+        from pipeline.validate import run_validation
+
+        failure = run_validation(bundle_dir, stages)
+        if failure:
+            click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
+            sys.exit(1)
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Directory of images to use instead of the built-in parity set.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where report.json, report.html and images/ go [default BUNDLE_DIR/parity].")
+@click.option("--threshold", "thresholds", multiple=True, metavar="CLASS.REF.FIELD=VALUE",
+              help="Override a limit, e.g. fp32.model.max_abs=0.001 (repeatable).")
+@user_errors
+def validate(bundle_dir: Path, images_dir: Path | None, report_dir: Path | None, thresholds: tuple[str, ...]) -> None:
+    """Mask parity of every artifact against the PyTorch model and transparent-background's Remover."""
+    warnings.filterwarnings("ignore", message="Failed to import flet")
+    from pipeline.progress import Stages
+    from pipeline.validate import run_validation
+
+    failure = run_validation(bundle_dir, Stages(), images_dir, report_dir, thresholds)
+    if failure:
+        click.echo(f"error: {failure}", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -106,6 +137,59 @@ def serve(artifacts, backend, port, host, workers, max_batch_size) -> None:
         artifacts=artifacts, backend=backend, port=port, host=host, workers=workers, max_batch_size=max_batch_size,
     )
     run(settings)
+
+
+@main.command()
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/fast"),
+              show_default=True, help="Bundle to serve.")
+@click.option("--checkpoint", "source", default=None, metavar="SOURCE",
+              help="Checkpoint for the baseline; default: the one the bundle was built from.")
+@click.option("--backend", "backends", type=click.Choice(("onnxruntime", "torchscript", "tensorrt")),
+              multiple=True, default=("onnxruntime",), show_default=True, help="Our backends to measure (repeatable).")
+@click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True, help="Runs per measure.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
+              show_default=True, help="Where bench.json, bench.md and bench.png go.")
+@user_errors
+def bench(artifacts: Path, source: str | None, backends: tuple[str, ...], runs: int, out: Path) -> None:
+    """Cold start, latency and throughput: our server against transparent-background's Remover."""
+    warnings.filterwarnings("ignore", message="Failed to import flet")
+    from rich.console import Console
+
+    from pipeline import checkpoint
+    from pipeline.bench import markdown, run_bench
+    from serving.bundle import load_bundle
+
+    manifest = load_bundle(artifacts, verify=False).manifest
+    resolved = checkpoint.resolve(source or manifest["checkpoint"]["source"], manifest["mode"])
+    console = Console(stderr=True)
+    with console.status("starting") as status:
+        report = run_bench(artifacts, resolved.path, list(backends), runs, out, status.update)
+    click.echo(markdown(report))
+    click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("destination", metavar="gs://BUCKET/PREFIX")
+@user_errors
+def publish(bundle_dir: Path, destination: str) -> None:
+    """Upload a bundle to Cloud Storage under a version key; move PREFIX/latest to it."""
+    from serving.store import publish as publish_bundle
+
+    version, uploaded = publish_bundle(bundle_dir, destination, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"{'published' if uploaded else 'already published'}: {version}")
+
+
+@main.command()
+@click.argument("source", metavar="gs://BUCKET/PREFIX[/VERSION|/latest]")
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@user_errors
+def pull(source: str, target: Path) -> None:
+    """Download a published bundle, verify every sha256, then move it into TARGET."""
+    from serving.store import pull as pull_bundle
+
+    pull_bundle(source, target, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"pulled and verified: {target}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,3 +36,21 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
 
 def write_json_atomic(path: Path | str, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Move a finished ``staging`` directory to ``target``, replacing what is there, by renames.
+
+    A reader sees the old directory or the new one; if the process dies between
+    the two renames, the old directory survives next to ``target`` as ``.NAME.old-*``.
+    """
+    staging, target = Path(staging), Path(target)
+    os.chmod(staging, 0o755)
+    previous = None
+    if target.exists():
+        previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.rmdir(previous)
+        os.replace(target, previous)
+    os.replace(staging, target)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)

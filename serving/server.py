@@ -18,13 +18,15 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 from serving import runtime
 from serving.backends import runtime_missing
-from serving.bundle import BundleError, load_bundle
+from serving.bundle import MANIFEST_NAME, BundleError, load_bundle
 from serving.logs import log
 from serving.selection import SelectionError, candidates
 from serving.settings import Settings
+from serving.storage import StorageError
 
 HTTP_DRAIN_SECONDS = 30
 
@@ -119,10 +121,27 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
     return server
 
 
+def pull_if_missing(settings: Settings) -> None:
+    """No baked bundle but INSPYRENET_ARTIFACTS_URI set: pull it first (the slow path)."""
+    if (Path(settings.artifacts) / MANIFEST_NAME).is_file() or not settings.artifacts_uri:
+        return
+    from serving.store import pull
+
+    start = time.perf_counter()
+    log("no baked bundle: pulling from Cloud Storage (slow path)", severity="WARNING",
+        uri=settings.artifacts_uri, target=str(settings.artifacts))
+    try:
+        pull(settings.artifacts_uri, Path(settings.artifacts))
+    except StorageError as exc:
+        raise ServeError(f"cannot pull {settings.artifacts_uri}: {exc}") from None
+    log("startup phase", phase="pull", seconds=round(time.perf_counter() - start, 3), process="main")
+
+
 def run(settings: Settings) -> None:
     started = time.time()
     log("starting", artifacts=str(settings.artifacts), backend=settings.backend, port=settings.port,
         workers=settings.workers, max_batch_size=settings.max_batch_size)
+    pull_if_missing(settings)
     try:
         usable, verified = preflight(settings)
     except (BundleError, SelectionError) as exc:

@@ -19,6 +19,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     artifacts: Path = field(default=Path("artifacts/fast"), metadata={"env": "INSPYRENET_ARTIFACTS"})
+    artifacts_uri: str | None = field(default=None, metadata={"env": "INSPYRENET_ARTIFACTS_URI"})
     backend: str = field(default="auto", metadata={"env": "INSPYRENET_BACKEND"})
     host: str = field(default="0.0.0.0", metadata={"env": "INSPYRENET_HOST"})
     port: int = field(default=8080, metadata={"env": "PORT"})
@@ -47,6 +48,8 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        if self.artifacts_uri is not None and not self.artifacts_uri.startswith("gs://"):
+            raise SettingsError(f"INSPYRENET_ARTIFACTS_URI must be a gs:// URI, got {self.artifacts_uri!r}")
         if self.backend not in BACKEND_CHOICES:
             raise SettingsError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
         if not 1024 <= self.port <= 65535:

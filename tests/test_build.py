@@ -109,7 +109,9 @@ def linked_copy(src: Path, dst: Path) -> Path:
     """A copy of a bundle whose big files are hard links (cheap), manifest and ONNX graph copied."""
     dst.mkdir()
     for path in src.iterdir():
-        if path.name in ("manifest.json", "model.onnx"):
+        if path.is_dir():
+            shutil.copytree(path, dst / path.name)  # the parity report
+        elif path.name in ("manifest.json", "model.onnx"):
             shutil.copy2(path, dst / path.name)
         else:
             os.link(path, dst / path.name)

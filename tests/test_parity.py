@@ -1,0 +1,181 @@
+"""Mask parity: a good bundle passes, broken artifacts fail by name and metric, reports are complete."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import FAST_SIZE, run_cli
+from tests.test_build import linked_copy
+
+torch = pytest.importorskip("torch")
+
+
+def test_build_validates_and_records_parity(fast_bundle):
+    manifest = json.loads((fast_bundle / "manifest.json").read_text())
+    assert manifest["validation"]["status"] == "passed"
+    for artifact in manifest["artifacts"]:
+        assert artifact["parity"]["status"] == "passed", artifact["parity"]
+        assert artifact["parity"]["limits_class"] == "fp32"
+    report = json.loads((fast_bundle / "parity" / "report.json").read_text())
+    assert report["passed"] is True
+    names = {image["name"] for image in report["images"]}
+    assert {"astronaut", "chelsea", "all-black", "all-white", "tiny-16x16", "wide-4000x300", "grayscale",
+            "rgba-transparent", "noise"} <= names
+    for backend in report["backends"]:
+        assert backend["status"] == "passed"
+        for result in backend["results"]:
+            for reference in ("model", "end_to_end"):
+                metrics = result["metrics"][reference]
+                assert set(metrics) == {"mean_abs", "max_abs", "p999_abs", "iou", "off_share", "nonfinite"}
+            assert result["latency_ms"] > 0
+    assert "fp16" in report["limits"] and "environment" in report
+
+
+def test_html_report_references_only_existing_files(fast_bundle):
+    report_dir = fast_bundle / "parity"
+    text = (report_dir / "report.html").read_text()
+    assert "Overall: <span class='passed'>PASSED" in text
+    refs = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", text)
+    assert len(refs) > 20
+    for ref in refs:
+        assert not ref.startswith(("http:", "https:", "//")), ref  # readable offline
+        assert (report_dir / ref).is_file(), ref
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory) -> Path:
+    from pipeline import samples
+
+    directory = tmp_path_factory.mktemp("parity-images")
+    for name in ("chelsea", "coffee"):
+        samples.photo(name).save(directory / f"{name}.jpg", quality=95)
+    return directory
+
+
+def bundle_with_torchscript(fast_bundle: Path, tmp_path: Path, module: torch.nn.Module) -> Path:
+    """A copy of the bundle whose TorchScript file is replaced (manifest updated, so integrity holds)."""
+    from pipeline.export import export_torchscript
+    from serving.bundle import sha256_file
+
+    copy = linked_copy(fast_bundle, tmp_path / "bundle")
+    (copy / "model.ts").unlink()
+    example = torch.zeros(1, 3, *FAST_SIZE)
+    export_torchscript(module.eval(), example, copy / "model.ts")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        if artifact["backend"] == "torchscript":
+            artifact["sha256"] = sha256_file(copy / "model.ts")
+            artifact["bytes"] = (copy / "model.ts").stat().st_size
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def validate_fails_on_torchscript(bundle: Path, images: Path, metric_words: tuple[str, ...]):
+    result = run_cli("validate", str(bundle), "--images", str(images))
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((bundle / "parity" / "report.json").read_text())
+    by_backend = {b["backend"]: b for b in report["backends"]}
+    assert by_backend["onnxruntime"]["status"] == "passed"
+    failed = by_backend["torchscript"]
+    assert failed["status"] == "failed"
+    every_failure = " ".join(f for result in failed["results"] for f in result["failures"])
+    assert any(word in every_failure for word in metric_words), every_failure
+    assert re.search(r"(mean_abs|p999_abs|max_abs|iou|off_share|nonfinite) ", failed["summary"])
+    assert "torchscript" in result.stdout and "failed" in result.stdout  # the terminal table
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: parity failed: torchscript (") and "onnxruntime" not in error
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    parity = {a["backend"]: a["parity"]["status"] for a in manifest["artifacts"]}
+    assert parity == {"torchscript": "failed", "onnxruntime": "passed"}
+    return failed
+
+
+def test_artifact_from_another_checkpoint_fails(fast_bundle, tmp_path, two_images):
+    from pipeline.model import export_model
+    from pipeline.synthetic import synthetic_state_dict
+
+    other = export_model(synthetic_state_dict(seed=1), FAST_SIZE)
+    copy = bundle_with_torchscript(fast_bundle, tmp_path, other)
+    failed = validate_fails_on_torchscript(copy, two_images, ("iou", "max_abs", "mean_abs", "p999_abs"))
+    assert failed["worst"]["model"]["max_abs"] > 0.1
+
+
+def test_artifact_with_perturbed_weights_fails(fast_bundle, tmp_path, two_images, eager_model):
+    import copy as copying
+
+    perturbed = copying.deepcopy(eager_model)
+    with torch.no_grad():
+        weight = perturbed.network.decoder.conv3.conv.weight
+        weight.mul_(1.02)  # 2% on one decoder layer
+    copy = bundle_with_torchscript(fast_bundle, tmp_path, perturbed)
+    validate_fails_on_torchscript(copy, two_images, ("mean_abs", "max_abs", "p999_abs", "off_share"))
+
+
+class NaNCorner(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        out = self.model(image)
+        corner = torch.zeros_like(out)
+        corner[..., :8, :8] = float("nan")
+        return out + corner
+
+
+def test_artifact_that_outputs_nan_fails(fast_bundle, tmp_path, two_images, eager_model):
+    copy = bundle_with_torchscript(fast_bundle, tmp_path, NaNCorner(eager_model))
+    failed = validate_fails_on_torchscript(copy, two_images, ("nonfinite",))
+    assert failed["worst"]["model"]["nonfinite"] == 64
+
+
+def test_threshold_overrides_are_checked():
+    from pipeline.errors import BuildError
+    from pipeline.parity import limits_with_overrides
+
+    limits = limits_with_overrides(["fp16.model.max_abs=0.25", "fp32.end_to_end.max_nonfinite=3"])
+    assert limits["fp16"]["model"].max_abs == 0.25 and limits["fp32"]["end_to_end"].max_nonfinite == 3
+    for bad in ("fp64.model.max_abs=1", "fp32.model.max_abs", "fp32.model.speed=1", "fp32.model.max_abs=x"):
+        with pytest.raises(BuildError):
+            limits_with_overrides([bad])
+
+
+def test_metrics_on_known_masks():
+    from pipeline.parity import mask_metrics
+
+    reference = np.zeros((10, 10))
+    reference[:5] = 1.0
+    same = mask_metrics(reference.copy(), reference)
+    assert same == {"mean_abs": 0.0, "max_abs": 0.0, "p999_abs": 0.0, "iou": 1.0, "off_share": 0.0, "nonfinite": 0}
+    shifted = reference.copy()
+    shifted[5] = 1.0  # one more row of foreground
+    metrics = mask_metrics(shifted, reference)
+    assert metrics["iou"] == pytest.approx(50 / 60) and metrics["off_share"] == pytest.approx(0.1)
+    broken = reference.copy()
+    broken[0, 0] = np.nan
+    assert mask_metrics(broken, reference)["nonfinite"] == 1 and mask_metrics(broken, reference)["max_abs"] == 1.0
+
+
+def test_server_never_picks_an_artifact_that_failed_parity(fast_bundle, tmp_path):
+    from serving.bundle import load_bundle
+    from serving.selection import SelectionError, candidates
+
+    copy = linked_copy(fast_bundle, tmp_path / "bundle")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        if artifact["backend"] == "onnxruntime":
+            artifact["parity"] = {"status": "failed", "summary": "2/12 images fail"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    bundle = load_bundle(copy, verify=False)
+    chosen, skipped = candidates(bundle, "auto")
+    assert [a.backend for a in chosen] == ["torchscript"]
+    assert skipped and "onnxruntime" in skipped[0] and "failed parity" in skipped[0]
+    with pytest.raises(SelectionError, match="failed parity"):
+        candidates(bundle, "onnxruntime")
+    result = run_cli("serve", "--artifacts", str(copy), "--backend", "onnxruntime", "--port", "18999")
+    assert result.returncode == 1 and "failed parity" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,118 @@
+"""Bundles on Cloud Storage, against a real fake-gcs-server on loopback."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.server_process import start_server
+
+
+def small_bundle(root: Path, payload: bytes = b"weights v1", created_at: str = "2026-11-28T10:00:00+00:00") -> Path:
+    """A real bundle (written by the pipeline's writer) with a tiny artifact: the store cares about files."""
+    from pipeline.bundle_writer import BundleWriter
+    from serving.bundle import BUNDLE_KIND, SCHEMA_VERSION
+
+    with BundleWriter(root) as writer:
+        writer.path("model.onnx").write_bytes(payload)
+        writer.path("model.onnx.data").write_bytes(payload * 3)
+        manifest = {
+            "kind": BUNDLE_KIND, "schema_version": SCHEMA_VERSION, "mode": "fast", "created_at": created_at,
+            "checkpoint": {"source": "synthetic:0", "sha256": "ab" * 32}, "input": {"shape": ["N", 3, 384, 384]},
+            "output": {}, "artifacts": [writer.artifact("model.onnx", "onnxruntime", "fp32", "any")],
+        }
+        (writer.staging / "parity").mkdir()
+        (writer.staging / "parity" / "report.json").write_text('{"passed": true}')
+        writer.commit(manifest)
+    return root
+
+
+@pytest.fixture()
+def bucket(gcs_emulator):
+    from google.cloud import storage
+
+    name = f"bundles-{uuid.uuid4().hex[:8]}"
+    storage.Client().create_bucket(name)
+    return name
+
+
+def test_round_trip(bucket, tmp_path):
+    bundle = small_bundle(tmp_path / "fast")
+    published = run_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
+    assert published.returncode == 0, published.stderr
+    version = f"gs://{bucket}/inspyrenet/fast/fast-abababababab-20261128T100000Z"
+    assert f"published: {version}" in published.stdout
+    for source in (version, f"gs://{bucket}/inspyrenet/fast/latest", f"gs://{bucket}/inspyrenet/fast"):
+        target = tmp_path / f"pulled-{abs(hash(source))}"
+        pulled = run_cli("pull", source, str(target))
+        assert pulled.returncode == 0, pulled.stderr
+        assert (target / "model.onnx").read_bytes() == b"weights v1"
+        assert (target / "manifest.json").read_bytes() == (bundle / "manifest.json").read_bytes()
+        assert json.loads((target / "parity" / "report.json").read_text()) == {"passed": True}
+    again = run_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
+    assert again.returncode == 0 and "already published" in again.stdout
+
+
+def test_latest_moves_only_after_a_complete_upload(bucket, tmp_path):
+    from google.cloud import storage
+
+    from serving.store import publish
+
+    prefix = f"gs://{bucket}/p"
+    publish(small_bundle(tmp_path / "v1"), prefix)
+    # An upload of v2 interrupted before its manifest: files there, no manifest, latest untouched.
+    v2 = small_bundle(tmp_path / "v2", b"weights v2", "2026-11-29T10:00:00+00:00")
+    blobs = storage.Client().bucket(bucket)
+    key = "p/fast-abababababab-20261129T100000Z"
+    blobs.blob(f"{key}/model.onnx").upload_from_filename(str(v2 / "model.onnx"))
+    target = tmp_path / "out"
+    assert run_cli("pull", f"{prefix}/latest", str(target)).returncode == 0
+    assert (target / "model.onnx").read_bytes() == b"weights v1"
+    partial = run_cli("pull", f"gs://{bucket}/{key}", str(tmp_path / "partial"))
+    assert partial.returncode == 1 and "no published bundle" in partial.stderr
+    assert not (tmp_path / "partial").exists()
+
+
+def test_tampered_remote_file_is_refused_and_target_kept(bucket, tmp_path):
+    from google.cloud import storage
+
+    from serving.store import publish
+
+    version, _ = publish(small_bundle(tmp_path / "fast"), f"gs://{bucket}/t")
+    target = small_bundle(tmp_path / "existing", b"the bundle already here")
+    before = (target / "manifest.json").read_bytes()
+    name = version.split(f"gs://{bucket}/", 1)[1] + "/model.onnx.data"
+    storage.Client().bucket(bucket).blob(name).upload_from_string(b"tampered")
+    result = run_cli("pull", version, str(target))
+    assert result.returncode == 1 and "refusing the download" in result.stderr and "Traceback" not in result.stderr
+    assert (target / "manifest.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".existing")] == []  # no staging left
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [("gs://no-such-bucket-xyz/p", "bucket not found"), ("gs://{bucket}/nothing-here", "no published bundle")],
+)
+def test_missing_bucket_or_version(bucket, tmp_path, uri, words):
+    result = run_cli("pull", uri.format(bucket=bucket), str(tmp_path / "out"))
+    assert result.returncode == 1 and words in result.stderr and "Traceback" not in result.stderr
+    published = run_cli("publish", str(small_bundle(tmp_path / "b")), "gs://no-such-bucket-xyz/p")
+    assert published.returncode == 1 and "bucket not found" in published.stderr
+
+
+def test_server_starts_from_a_gs_uri_when_no_bundle_is_baked(bucket, fast_bundle, tmp_path, gcs_emulator):
+    from serving.store import publish
+
+    publish(fast_bundle, f"gs://{bucket}/served")
+    env = {"INSPYRENET_ARTIFACTS_URI": f"gs://{bucket}/served/latest", "STORAGE_EMULATOR_HOST": gcs_emulator.url}
+    server = start_server(tmp_path / "not-baked", env=env)
+    try:
+        logs = server.log_lines()
+        assert any("slow path" in line["message"] for line in logs)
+        assert (tmp_path / "not-baked" / "manifest.json").is_file()
+    finally:
+        server.stop()

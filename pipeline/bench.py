@@ -95,7 +95,7 @@ class Running:
 
     def peak_rss_mb(self) -> float:
         """Sum of the peak resident set (VmHWM) over the server's process tree."""
-        return sum(_vm_hwm_kb(pid) for pid in [self.process.pid, *_descendants(self.process.pid)]) / 1024
+        return sum(_vm_hwm_kb(pid) for pid in [self.process.pid, *descendants(self.process.pid)]) / 1024
 
     def stop(self) -> None:
         self.process.terminate()
@@ -108,7 +108,8 @@ class Running:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...)."""
     out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
     children: dict[int, list[int]] = {}
     for line in out.splitlines():

@@ -73,14 +73,15 @@ def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity
     options = BuildOptions(mode=mode, checkpoint=source, out=out, export_tolerance=export_tolerance,
                            validate=run_parity)
     bundle_dir, manifest = run_build(options, stages)
-    Console().print(build_summary(bundle_dir, manifest, stages))
+    failure = None
     if run_parity:
         from pipeline.validate import run_validation
 
         failure = run_validation(bundle_dir, stages)
-        if failure:
-            click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
-            sys.exit(1)
+    Console().print(build_summary(bundle_dir, manifest, stages))
+    if failure:
+        click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
+        sys.exit(1)
 
 
 @main.command()

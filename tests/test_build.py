@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, needs_cuda, run_cli
 
 torch = pytest.importorskip("torch")
 
@@ -207,3 +207,17 @@ def test_killed_build_leaves_the_previous_bundle_intact(fast_bundle, tmp_path):
     assert "check torchscript" in seen, seen
     assert (out / "manifest.json").read_bytes() == manifest_before
     load(out)  # every file the manifest lists is there and intact
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_torchscript_on_cuda_matches_cpu(fast_bundle, photo_batch):
+    from serving.backends import open_backend
+
+    bundle = load(fast_bundle)
+    artifact = bundle.artifact("torchscript")
+    x = photo_batch["chelsea"]
+    on_cpu = open_backend(bundle, artifact, device="cpu").infer(x)
+    on_gpu = open_backend(bundle, artifact, device="cuda")
+    assert on_gpu.device == "cuda"
+    assert np.abs(on_gpu.infer(x) - on_cpu).max() < 1e-3

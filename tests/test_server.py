@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.bench import descendants
 from tests.server_process import start_server
 
 API = "/v1/remove-background"
@@ -306,20 +306,6 @@ def test_metrics_move(client):
             before, "inspyrenet_stage_seconds_count", stage=stage)
     assert metric(after, "inspyrenet_startup_seconds") > 0
     assert metric(after, "inspyrenet_backend_info", backend="onnxruntime", device="cpu") == 1
-
-
-def descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        child, parent = map(int, line.split())
-        children.setdefault(parent, []).append(child)
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def alive(pid: int) -> bool:

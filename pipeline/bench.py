@@ -61,7 +61,8 @@ def baseline(mode: str, checkpoint: Path, fresh: bool, warm_cache: Path) -> Serv
     return ServerSpec("baseline (warm caches)", argv, env=env, port_argument=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -71,7 +72,7 @@ class Running:
     """One started server process."""
 
     def __init__(self, spec: ServerSpec):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.temp = [Path(tempfile.mkdtemp(prefix="bench-cache-")) for _ in spec.fresh_dirs]
         env = {**os.environ, "PORT": str(self.port), "NO_ALBUMENTATIONS_UPDATE": "1", **spec.env,

@@ -19,6 +19,7 @@ import json
 import re
 import time
 from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -139,8 +140,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 def _query_params(scope: Scope) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
     return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
 
 

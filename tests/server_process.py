@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from pipeline.bench import free_port
 from tests.conftest import REPO
 
 # A sitecustomize that makes "import torch" fail in every process of the server
@@ -38,12 +38,6 @@ class _NoTorch:
 
 sys.meta_path.insert(0, _NoTorch())
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

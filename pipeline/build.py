@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,10 @@ from pipeline.environment import build_environment
 from pipeline.errors import BuildError
 from pipeline.export import INPUT_NAME, ONNX_MAX_BATCH, ONNX_OPSET, OUTPUT_NAME, export_onnx, export_torchscript
 from pipeline.model import NORMALISATION_EPS, expected_keys, export_model
+from pipeline.parity import DEFAULT_LIMITS
+from pipeline.paths import cache_root
 from pipeline.progress import Stages
+from pipeline.tensorrt_engine import TensorRTOptions
 from serving import __version__ as serving_version
 from serving.backends import BackendUnavailable, open_backend
 from serving.bundle import BUNDLE_KIND, SCHEMA_VERSION, Artifact, Bundle
@@ -33,6 +37,9 @@ class BuildOptions:
     out: Path
     export_tolerance: float = EXPORT_TOLERANCE
     validate: bool = True
+    tensorrt: bool | None = None  # None: build it when torch-tensorrt and a CUDA GPU are present
+    require_tensorrt: bool = False
+    tensorrt_options: TensorRTOptions = TensorRTOptions()
 
 
 def io_spec(size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -68,6 +75,8 @@ class Builder:
 
     def run(self) -> tuple[Path, dict[str, Any]]:
         options, stage = self.options, self.stages.stage
+        if options.require_tensorrt:
+            self._require_tensorrt()  # before any slow work
         with stage("resolve checkpoint", long=options.checkpoint.startswith("synthetic")) as s:
             ckpt = checkpoints.resolve(options.checkpoint, options.mode)
             s.detail = f"{ckpt.source}  sha256 {ckpt.sha256[:12]}"
@@ -92,6 +101,7 @@ class Builder:
             "input": model_input,
             "output": model_output,
             "artifacts": [],
+            "skipped_artifacts": [],
         }
         with BundleWriter(options.out) as writer:
             self._export(
@@ -104,6 +114,7 @@ class Builder:
                 lambda path: export_onnx(model, torch.from_numpy(check_input), path),
                 check_input, reference, {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET},
             )
+            self._tensorrt(writer, manifest, state, check_input, reference)
             manifest["validation"] = (
                 {"status": "pending"} if options.validate else {"status": "skipped", "reason": "--no-validate"}
             )
@@ -116,25 +127,64 @@ class Builder:
                 out = writer.commit(manifest)
         return out, manifest
 
-    def _export(self, writer, manifest, file, backend, title, write, check_input, reference, extra) -> None:
+    def _tensorrt(self, writer, manifest, state, check_input, reference) -> None:
+        """The fp16 engine when this machine can build one; otherwise one line saying why not."""
+        from pipeline import tensorrt_engine
+
+        options = self.options
+        if options.tensorrt is False and not options.require_tensorrt:
+            manifest["skipped_artifacts"].append({"backend": "tensorrt", "reason": "--no-tensorrt"})
+            return
+        reason = tensorrt_engine.unavailable_reason()
+        if reason:
+            self._require_tensorrt()
+            self.stages.console.print(f"TensorRT artifact skipped: {reason}", highlight=False)
+            manifest["skipped_artifacts"].append({"backend": "tensorrt", "reason": reason})
+            return
+        import tensorrt
+        import torch
+
+        trt_options = options.tensorrt_options
+        gpu_name = torch.cuda.get_device_name(0)
+        if trt_options.timing_cache is None:
+            cache = tensorrt_engine.default_timing_cache(cache_root(), gpu_name, tensorrt.__version__)
+            trt_options = dataclasses.replace(trt_options, timing_cache=cache)
+        file = tensorrt_engine.engine_file(gpu_name, trt_options.hardware_compatible)
+        fp16_tolerance = DEFAULT_LIMITS["fp16"]["model"].max_abs
+        self._export(
+            writer, manifest, file, "tensorrt", "build tensorrt fp16",
+            lambda path: tensorrt_engine.build(state, self.size, trt_options, path),
+            check_input, reference, {}, precision="fp16", device="cuda",
+            max_batch=trt_options.max_batch, tolerance=fp16_tolerance,
+        )
+
+    def _require_tensorrt(self) -> None:
+        from pipeline import tensorrt_engine
+
+        reason = tensorrt_engine.unavailable_reason()
+        if reason and self.options.require_tensorrt:
+            raise BuildError(f"TensorRT engine required (--require-tensorrt) but {reason}")
+
+    def _export(self, writer, manifest, file, backend, title, write, check_input, reference, extra,
+                precision="fp32", device="any", max_batch=ONNX_MAX_BATCH, tolerance=None) -> None:
+        tolerance = self.options.export_tolerance if tolerance is None else tolerance
         with self.stages.stage(title, long=True) as s:
-            write(writer.path(file))
-            record = writer.artifact(
-                file, backend, "fp32", "any", max_batch=ONNX_MAX_BATCH, **extra,
-            )
+            written = write(writer.path(file))
+            fields = {**extra, **written} if isinstance(written, dict) else extra
+            record = writer.artifact(file, backend, precision, device, max_batch=max_batch, **fields)
             s.detail = f"{file}  {sum(f['bytes'] for f in [record, *record['extra_files']]) / 1e6:.0f} MB"
         with self.stages.stage(f"check {backend}") as s:
             diff = self._check(writer.staging, manifest, record, check_input, reference)
             record["export_check"] = {
                 "image": samples.CHECK_PHOTO,
                 "max_abs_diff": diff,
-                "tolerance": self.options.export_tolerance,
+                "tolerance": tolerance,
             }
             s.detail = f"max |diff| vs eager {diff:.2e}"
-        if not diff <= self.options.export_tolerance:
+        if not diff <= tolerance:
             raise BuildError(
                 f"{backend} artifact differs from the eager model by {diff:.3g} "
-                f"(tolerance {self.options.export_tolerance:g}); bundle not written"
+                f"(tolerance {tolerance:g}); bundle not written"
             )
         manifest["artifacts"].append(record)
 
@@ -144,7 +194,7 @@ class Builder:
         artifact = Artifact.from_dict(record)
         bundle = Bundle(root=root, manifest=manifest, artifacts=(artifact,))
         try:
-            backend = open_backend(bundle, artifact, device="cpu")
+            backend = open_backend(bundle, artifact, device="cuda" if artifact.device == "cuda" else "cpu")
         except BackendUnavailable as exc:
             raise BuildError(f"cannot check the {artifact.backend} artifact: {exc}") from None
         try:

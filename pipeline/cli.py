@@ -58,9 +58,27 @@ def main() -> None:
               help="Largest max-abs mask difference an fp32 export may show against the eager model.")
 @click.option("--validate/--no-validate", "run_parity", default=True, show_default=True,
               help="Run the mask-parity validation on the finished bundle.")
+@click.option("--tensorrt/--no-tensorrt", default=None,
+              help="Build the TensorRT fp16 engine [default: when torch-tensorrt and a CUDA GPU are present].")
+@click.option("--require-tensorrt", is_flag=True,
+              help="Fail, instead of skipping, when the TensorRT engine cannot be built here (CI build job).")
+@click.option("--hardware-compatible", is_flag=True,
+              help="Build the engine for any Ampere-or-newer GPU (slower than one built for the GPU it runs on).")
+@click.option("--trt-optimization-level", type=click.IntRange(0, 5), default=3, show_default=True,
+              help="TensorRT builder optimisation level (higher: longer build, maybe faster engine).")
+@click.option("--trt-workspace-gib", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
+              help="TensorRT builder workspace limit in GiB.")
+@click.option("--trt-max-batch", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="Largest batch the TensorRT engine accepts.")
+@click.option("--trt-timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Persisted TensorRT timing cache [default: in the cache dir, per GPU and TensorRT version].")
+@click.option("--fp16-islands/--no-fp16-islands", default=True, show_default=True,
+              help="In validation, also run the fp16 export graph in PyTorch (the overflow check; informative).")
 @user_errors
-def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity: bool) -> None:
-    """Turn a checkpoint into a verified artifact bundle (TorchScript + ONNX)."""
+def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity: bool, tensorrt: bool | None,
+          require_tensorrt: bool, hardware_compatible: bool, trt_optimization_level: int,
+          trt_workspace_gib: float, trt_max_batch: int, trt_timing_cache: Path | None, fp16_islands: bool) -> None:
+    """Turn a checkpoint into a verified artifact bundle (TorchScript, ONNX, TensorRT fp16 when possible)."""
     warnings.filterwarnings("ignore", message="Failed to import flet")  # transparent-background's GUI
     from rich.console import Console
 
@@ -69,15 +87,25 @@ def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity
     from pipeline.progress import Stages
     from pipeline.report import build_summary
 
+    from pipeline.errors import UserError
+    from pipeline.tensorrt_engine import TensorRTOptions
+
+    if tensorrt is False and require_tensorrt:
+        raise UserError("--no-tensorrt and --require-tensorrt contradict each other")
     stages = Stages()
+    trt_options = TensorRTOptions(
+        hardware_compatible=hardware_compatible, optimization_level=trt_optimization_level,
+        workspace_gib=trt_workspace_gib, max_batch=trt_max_batch, timing_cache=trt_timing_cache,
+    )
     options = BuildOptions(mode=mode, checkpoint=source, out=out, export_tolerance=export_tolerance,
-                           validate=run_parity)
+                           validate=run_parity, tensorrt=tensorrt, require_tensorrt=require_tensorrt,
+                           tensorrt_options=trt_options)
     bundle_dir, manifest = run_build(options, stages)
     failure = None
     if run_parity:
         from pipeline.validate import run_validation
 
-        failure = run_validation(bundle_dir, stages)
+        failure = run_validation(bundle_dir, stages, fp16_islands=fp16_islands)
     Console().print(build_summary(bundle_dir, manifest, stages))
     if failure:
         click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
@@ -92,14 +120,17 @@ def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity
               help="Where report.json, report.html and images/ go [default BUNDLE_DIR/parity].")
 @click.option("--threshold", "thresholds", multiple=True, metavar="CLASS.REF.FIELD=VALUE",
               help="Override a limit, e.g. fp32.model.max_abs=0.001 (repeatable).")
+@click.option("--fp16-islands/--no-fp16-islands", default=True, show_default=True,
+              help="Also run the fp16 export graph in PyTorch on CPU (the overflow check; informative).")
 @user_errors
-def validate(bundle_dir: Path, images_dir: Path | None, report_dir: Path | None, thresholds: tuple[str, ...]) -> None:
+def validate(bundle_dir: Path, images_dir: Path | None, report_dir: Path | None, thresholds: tuple[str, ...],
+             fp16_islands: bool) -> None:
     """Mask parity of every artifact against the PyTorch model and transparent-background's Remover."""
     warnings.filterwarnings("ignore", message="Failed to import flet")
     from pipeline.progress import Stages
     from pipeline.validate import run_validation
 
-    failure = run_validation(bundle_dir, Stages(), images_dir, report_dir, thresholds)
+    failure = run_validation(bundle_dir, Stages(), images_dir, report_dir, thresholds, fp16_islands)
     if failure:
         click.echo(f"error: {failure}", err=True)
         sys.exit(1)

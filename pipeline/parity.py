@@ -22,6 +22,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -34,6 +35,7 @@ from serving.image import ImageError, decode_image, mask_to_uint8, preprocess, u
 
 OFF_LEVEL = 2 / 255  # a pixel is "off" when it differs by more than two 8-bit levels
 REFERENCES = ("model", "end_to_end")
+FP16_ISLANDS = "pytorch-fp16-islands"  # the TensorRT export graph run by PyTorch; reference only
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,15 @@ class Limits:
 
 # fp32 limits: about 4x the worst seen on the synthetic fast bundle over the default
 # parity set (ONNX Runtime CPU: mean 1.2e-5, p99.9 8.1e-5, max 1.4e-4; end to end
-# at most one 8-bit level, IoU >= 0.99997). fp16 limits are provisional until fp16
-# engines are measured on a GPU.
+# at most one 8-bit level, IoU >= 0.99997).
+# fp16 limits: about 2x the worst of the fp16-with-fp32-islands graph (the one
+# TensorRT builds) run by PyTorch on CPU, synthetic fast checkpoint, default set:
+# mean 8.8e-3, p99.9 4.9e-2, max 6.4e-2, IoU >= 0.991, no NaN/Inf. The share of
+# pixels off by > 2/255 is not gated for fp16: per-sample min/max normalisation
+# stretches low-contrast masks, so half-precision noise moves most pixels of a
+# flat image (all-black: 46%) while the mask stays right (IoU 0.994). To be
+# re-measured on an L4 with the TensorRT engine.
+NOT_GATED = 1.0
 DEFAULT_LIMITS: dict[str, dict[str, Limits]] = {
     "fp32": {
         "model": Limits(max_mean_abs=5e-5, max_p999_abs=4e-4, max_abs=1e-3, min_iou=0.999, max_off_share=0.0),
@@ -57,8 +66,9 @@ DEFAULT_LIMITS: dict[str, dict[str, Limits]] = {
                              min_iou=0.999, max_off_share=0.0),
     },
     "fp16": {
-        "model": Limits(max_mean_abs=2e-3, max_p999_abs=2e-2, max_abs=0.1, min_iou=0.99, max_off_share=0.02),
-        "end_to_end": Limits(max_mean_abs=3e-3, max_p999_abs=3e-2, max_abs=0.1, min_iou=0.99, max_off_share=0.03),
+        "model": Limits(max_mean_abs=2e-2, max_p999_abs=0.1, max_abs=0.15, min_iou=0.98, max_off_share=NOT_GATED),
+        "end_to_end": Limits(max_mean_abs=2e-2, max_p999_abs=0.1, max_abs=0.15, min_iou=0.98,
+                             max_off_share=NOT_GATED),
     },
 }
 
@@ -145,7 +155,9 @@ class References:
                 f"checkpoint {record['source']} now has sha256 {ckpt.sha256[:12]}..., the bundle was built from "
                 f"{record['sha256'][:12]}...: cannot compute its references"
             )
-        self.model = export_model(checkpoints.load_state_dict(ckpt, expected_keys()), bundle.input_size)
+        self.state_dict = checkpoints.load_state_dict(ckpt, expected_keys())
+        self.model_size = bundle.input_size
+        self.model = export_model(self.state_dict, bundle.input_size)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             from transparent_background import Remover
@@ -178,25 +190,55 @@ def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: d
     if backend is None:
         return {**entry, "status": "skipped", "reason": reason}
     precision_class = "fp16" if artifact.precision.startswith("fp16") else "fp32"
-    class_limits = limits[precision_class]
-    entry.update(device=backend.device, limits_class=precision_class, results=[])
+    entry.update(device=backend.device, limits_class=precision_class)
     try:
-        for case in cases:
-            start = time.perf_counter()
-            output = backend.infer(case.tensor)[0, 0]
-            latency_ms = (time.perf_counter() - start) * 1000
-            served = mask_to_uint8(upsample_mask(output, case.size))
-            metrics = {
-                "model": mask_metrics(output, case.model_reference),
-                "end_to_end": mask_metrics(served / 255.0, case.end_to_end_reference / 255.0),
-            }
-            problems = [f"{ref}: {p}" for ref in REFERENCES for p in failures(metrics[ref], class_limits[ref])]
-            entry["results"].append({"image": case.image.name, "latency_ms": latency_ms, "metrics": metrics,
-                                     "passed": not problems, "failures": problems})
-            if on_output is not None:
-                on_output(case, output, served)
+        return score(entry, cases, lambda tensor: backend.infer(tensor)[0, 0], limits[precision_class],
+                     (lambda c, o, sv: on_output(artifact, c, o, sv)) if on_output else None)
     finally:
         backend.close()
+
+
+def run_fp16_islands(references: References, cases: list[Case], limits: dict[str, dict[str, Limits]],
+                     on_output: Callable | None = None) -> dict[str, Any]:
+    """Parity of the fp16-with-fp32-islands PyTorch model (the TensorRT export graph) on CPU.
+
+    The overflow check that needs no GPU: the same graph TensorRT builds,
+    run by PyTorch in half precision, against the fp32 eager model, under the
+    fp16 limits. Informative: it serves nothing, so it does not gate the bundle.
+    """
+    from pipeline.mixed_precision import mixed_precision_model
+
+    torch = references.torch
+    model = mixed_precision_model(references.state_dict, references.model_size)
+    entry = {"backend": FP16_ISLANDS, "precision": "fp16", "file": None, "device": "cpu",
+             "limits_class": "fp16", "reference_only": True}
+
+    def infer(tensor: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(tensor)).float().numpy()[0, 0]
+
+    pseudo = SimpleNamespace(backend=FP16_ISLANDS)
+    return score(entry, cases, infer, limits["fp16"], (lambda c, o, sv: on_output(pseudo, c, o, sv)) if on_output else None)
+
+
+def score(entry: dict[str, Any], cases: list[Case], infer: Callable[[np.ndarray], np.ndarray],
+          class_limits: dict[str, Limits], on_output: Callable | None = None) -> dict[str, Any]:
+    """Run ``infer`` on every case, compare with both references, and summarise into ``entry``."""
+    entry["results"] = []
+    for case in cases:
+        start = time.perf_counter()
+        output = infer(case.tensor)
+        latency_ms = (time.perf_counter() - start) * 1000
+        served = mask_to_uint8(upsample_mask(output, case.size))
+        metrics = {
+            "model": mask_metrics(output, case.model_reference),
+            "end_to_end": mask_metrics(served / 255.0, case.end_to_end_reference / 255.0),
+        }
+        problems = [f"{ref}: {p}" for ref in REFERENCES for p in failures(metrics[ref], class_limits[ref])]
+        entry["results"].append({"image": case.image.name, "latency_ms": latency_ms, "metrics": metrics,
+                                 "passed": not problems, "failures": problems})
+        if on_output is not None:
+            on_output(case, output, served)
     bad = [r for r in entry["results"] if not r["passed"]]
     entry["status"] = "failed" if bad else "passed"
     entry["latency_ms_median"] = float(np.median([r["latency_ms"] for r in entry["results"]]))
@@ -209,12 +251,13 @@ def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: d
         first = bad[0]
         entry["summary"] = f"{len(bad)}/{len(cases)} images fail; e.g. {first['image']}: {first['failures'][0]}"
     else:
-        entry["summary"] = f"all {len(cases)} images within {precision_class} limits"
+        entry["summary"] = f"all {len(cases)} images within {entry['limits_class']} limits"
     return entry
 
 
 def validate(bundle_dir: Path, images: list[ParityImage], limits: dict[str, dict[str, Limits]],
-             stages, on_output: Callable | None = None) -> tuple[dict[str, Any], list[Case]]:
+             stages, on_output: Callable | None = None,
+             fp16_islands: bool = True) -> tuple[dict[str, Any], list[Case]]:
     """Run parity for every artifact of the bundle; return the report and its cases (nothing written)."""
     from pipeline.environment import build_environment
 
@@ -234,11 +277,15 @@ def validate(bundle_dir: Path, images: list[ParityImage], limits: dict[str, dict
     backends = []
     for artifact in bundle.artifacts:
         with stage(f"parity {artifact.backend}", long=True) as s:
-            result = run_backend(bundle, artifact, cases, limits,
-                                 (lambda c, o, sv, a=artifact: on_output(a, c, o, sv)) if on_output else None)
+            result = run_backend(bundle, artifact, cases, limits, on_output)
             s.detail = result["status"] + (f": {result.get('reason') or result.get('summary')}")
         backends.append(result)
-    ran = [b for b in backends if b["status"] != "skipped"]
+    if fp16_islands:
+        with stage("parity pytorch fp16 islands (cpu)", long=True) as s:
+            result = run_fp16_islands(references, cases, limits, on_output)
+            s.detail = f"{result['status']}: {result['summary']}"
+        backends.append(result)
+    ran = [b for b in backends if b["status"] != "skipped" and not b.get("reference_only")]
     report = {
         "bundle": str(Path(bundle_dir).resolve()),
         "mode": bundle.mode,

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 from rich.table import Table
 
+from pipeline.parity import FP16_ISLANDS
 from serving.bundle import MANIFEST_NAME, read_manifest
 from serving.files import write_bytes_atomic, write_json_atomic
 
@@ -108,7 +109,7 @@ def render_html(report: dict[str, Any], sink: ImageSink) -> str:
                "model's resolution. End to end: the served 8-bit mask against transparent-background's "
                "<code>Remover.process(type='map')</code>. Heatmaps show |served - Remover|, full scale = "
                f"{255 / DIFF_GAIN:.0f} levels.</p>")
-    ran = [b for b in report["backends"] if b["status"] != "skipped"]
+    ran = [b for b in report["backends"] if b["status"] != "skipped"]  # with the fp16-islands row
     for image in report["images"]:
         name = image["name"]
         out.append(f"<section><h3>{html.escape(name)} <small>({image['width']}x{image['height']}, "
@@ -164,6 +165,13 @@ def record_in_manifest(bundle_dir: Path, report: dict[str, Any], report_dir: Pat
         }
     manifest["validation"] = {"status": "passed" if report["passed"] else "failed",
                               "checked_at": report["created_at"], "report": report_path}
+    islands = by_backend.get(FP16_ISLANDS)
+    if islands is not None:
+        manifest["validation"]["fp16_islands"] = {
+            "status": islands["status"], "summary": islands["summary"], "device": islands["device"],
+            "worst_model_max_abs": islands["worst"]["model"]["max_abs"],
+            "note": "the TensorRT fp16 graph run by PyTorch; informative, gates nothing",
+        }
     write_json_atomic(bundle_dir / MANIFEST_NAME, manifest)
 
 

@@ -14,7 +14,8 @@ from pipeline.progress import Stages
 
 
 def run_validation(bundle_dir: Path, stages: Stages, images_dir: Path | None = None,
-                   report_dir: Path | None = None, thresholds: tuple[str, ...] = ()) -> str | None:
+                   report_dir: Path | None = None, thresholds: tuple[str, ...] = (),
+                   fp16_islands: bool = True) -> str | None:
     """Validate the bundle; None when every backend that ran passed, else one line saying what failed."""
     limits = limits_with_overrides(list(thresholds))
     images = parity_images.from_directory(images_dir) if images_dir else parity_images.default_set()
@@ -22,7 +23,8 @@ def run_validation(bundle_dir: Path, stages: Stages, images_dir: Path | None = N
         raise BuildError(f"--images {images_dir}: no image files there")
     report_dir = Path(report_dir) if report_dir else Path(bundle_dir) / "parity"
     sink = ImageSink(report_dir)
-    report, cases = validate(bundle_dir, images, limits, stages, on_output=sink.add_output)
+    report, cases = validate(bundle_dir, images, limits, stages, on_output=sink.add_output,
+                             fp16_islands=fp16_islands)
     for case in cases:
         sink.add_case(case)
     with stages.stage("write reports") as s:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from serving import runtime
-from serving.backends import runtime_missing
+from serving.backends import cannot_run
 from serving.bundle import MANIFEST_NAME, BundleError, load_bundle
 from serving.logs import log
 from serving.selection import SelectionError, candidates
@@ -45,7 +45,7 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
     log("startup phase", phase="manifest", seconds=round(time.perf_counter() - start, 3), process="main")
     usable, verified, reasons = [], set(), list(skipped)
     for artifact in ordered:
-        reason = runtime_missing(artifact)
+        reason = cannot_run(artifact)
         if reason is None and not verified and settings.verify:
             start = time.perf_counter()
             try:
@@ -72,7 +72,8 @@ def _install_sigterm(server) -> None:
             process.terminate()  # uvicorn: stop accepting, finish in-flight requests
         for process in http:
             process.join(timeout=HTTP_DRAIN_SECONDS)
-        server._shutdown_event.set()  # LitServe's own shutdown path: workers, queues, manager
+        if server._shutdown_event is not None:  # None until LitServe has started its manager
+            server._shutdown_event.set()  # LitServe's own shutdown path: workers, queues, manager
 
     def on_sigterm(signum, frame) -> None:
         log("SIGTERM received: draining in-flight requests, then stopping")

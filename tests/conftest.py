@@ -86,6 +86,7 @@ def fast_bundle(tmp_path_factory, synthetic_checkpoint) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "fast"
     result = run_cli("build", "--mode", "fast", "--checkpoint", "synthetic", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
+    (out.parent / "build.stderr").write_text(result.stderr)
     return out
 
 

@@ -71,6 +71,20 @@ def runtime_missing(artifact: Artifact) -> str | None:
     return None
 
 
+def cannot_run(artifact: Artifact) -> str | None:
+    """Why this machine cannot run the artifact, as far as can be told before loading it.
+
+    For TensorRT that includes the engine's target against this GPU and
+    runtime (no CUDA context is created, the plan is not read).
+    """
+    reason = runtime_missing(artifact)
+    if reason is None and artifact.backend == "tensorrt":
+        from serving.backends.tensorrt import machine_problem
+
+        reason = machine_problem(artifact)
+    return reason
+
+
 def import_runtime(artifact: Artifact) -> None:
     """Import the artifact's runtime (the slow part of loading a backend, timed on its own)."""
     import importlib
@@ -93,6 +107,8 @@ def open_backend(bundle: Bundle, artifact: Artifact, device: str = "auto") -> Ba
         from serving.backends.onnx_runtime import OnnxRuntimeBackend as cls
     elif artifact.backend == "torchscript":
         from serving.backends.torchscript import TorchScriptBackend as cls
+    elif artifact.backend == "tensorrt":
+        from serving.backends.tensorrt import TensorRTBackend as cls
     else:
         raise BackendUnavailable(f"no backend implementation for {artifact.backend!r} artifacts")
     return cls(bundle, artifact, device)

@@ -1,0 +1,227 @@
+"""TensorRT backend: a prebuilt fp16 plan run by the TensorRT runtime, without torch.
+
+The lean runtime (``tensorrt_lean``, ~46 MB) is preferred; the full
+``tensorrt`` package is accepted. Device memory comes from the CUDA runtime
+bindings (cuda-python). Everything is allocated once, for the artifact's
+largest batch; each call copies in, runs on the backend's own stream and
+copies out. After the first call at a batch size the enqueue is captured as
+a CUDA graph and replayed (set INSPYRENET_TRT_CUDA_GRAPHS=0 to turn off).
+
+Before the plan is deserialised, the manifest's target (compute capability,
+TensorRT version, compatibility flags) is compared with this machine; a
+mismatch raises BackendUnavailable with the reason, so ``auto`` falls back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+
+import numpy as np
+
+from serving.backends import Backend, BackendUnavailable
+from serving.bundle import Artifact, Bundle
+from serving.tensorrt_target import Machine, incompatibility
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("tensorrt_lean", "tensorrt")
+
+
+def import_tensorrt():
+    """(module, name) of the first TensorRT runtime that imports."""
+    import importlib
+
+    problems = []
+    for name in RUNTIMES:
+        try:
+            return importlib.import_module(name), name
+        except ImportError as exc:
+            problems.append(f"{name}: {exc}")
+    raise BackendUnavailable("no TensorRT runtime is installed (" + "; ".join(problems) + ")")
+
+
+def import_cudart():
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python before 12.6
+        except ImportError:
+            raise BackendUnavailable("the CUDA runtime bindings (cuda-python / cuda-bindings) are not installed") from None
+    return cudart
+
+
+def gpu_identity(cudart, device: int = 0) -> tuple[tuple[int, int] | None, str]:
+    """(compute capability, name) of ``device``, or (None, why) when CUDA has no usable GPU."""
+    err, count = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess or count == 0:
+        return None, f"no CUDA GPU ({getattr(err, 'name', err)})"
+    attr = cudart.cudaDeviceAttr
+    _, major = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device)
+    _, minor = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device)
+    _, props = cudart.cudaGetDeviceProperties(device)
+    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+    return (int(major), int(minor)), name
+
+
+def probe(artifact: Artifact):
+    """(tensorrt module, runtime name, cudart, machine, problem) for ``artifact`` on this machine."""
+    trt, runtime_name = import_tensorrt()
+    cudart = import_cudart()
+    cc, gpu_name = gpu_identity(cudart)
+    machine = Machine(runtime_name, str(trt.__version__), cc, gpu_name if cc else "")
+    return trt, runtime_name, cudart, incompatibility(artifact.target or {}, machine)
+
+
+def machine_problem(artifact: Artifact) -> str | None:
+    """Why this machine cannot run the engine (runtime, bindings, GPU, target), or None."""
+    try:
+        return probe(artifact)[3]
+    except BackendUnavailable as exc:
+        return str(exc)
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto"):
+        super().__init__(bundle, artifact)
+        if device == "cpu":
+            raise BackendUnavailable("TensorRT runs on a CUDA GPU, and the cpu device was asked for")
+        trt, runtime_name, cudart, problem = probe(artifact)
+        self._cudart = cudart
+        if problem:
+            raise BackendUnavailable(problem)
+        self.device = "cuda"
+        self.runtime_name = runtime_name
+        self._buffers: list[int] = []
+        self._host: list[int] = []
+        self._graphs: dict[int, object] = {}
+        self._use_graphs = os.environ.get("INSPYRENET_TRT_CUDA_GRAPHS", "1") != "0"
+        self.stream = None
+        self._check(cudart.cudaSetDevice(0), "select the GPU")
+
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        if runtime_name == "tensorrt" and hasattr(self.runtime, "engine_host_code_allowed"):
+            # Version-compatible plans embed the lean runtime's host code; the
+            # bundle's sha256 was verified before this point.
+            self.runtime.engine_host_code_allowed = True
+        self.engine = self.runtime.deserialize_cuda_engine(bundle.path(artifact.main).read_bytes())
+        if self.engine is None:
+            raise BackendUnavailable(f"TensorRT could not deserialise {artifact.file} (corrupt or incompatible plan)")
+        self.input_name, self.output_name = self._io_names(artifact)
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendUnavailable("TensorRT could not create an execution context (out of GPU memory?)")
+        self._allocate()
+
+    @staticmethod
+    def _io_names(artifact: Artifact) -> tuple[str, str]:
+        io = artifact.record.get("io") or {}
+        return io.get("input", {}).get("name", "image"), io.get("output", {}).get("name", "mask")
+
+    def _check(self, result, what: str):
+        err = result[0] if isinstance(result, tuple) else result
+        if err != self._cudart.cudaError_t.cudaSuccess:
+            raise BackendUnavailable(f"CUDA failed to {what}: {getattr(err, 'name', err)}")
+        return result[1] if isinstance(result, tuple) and len(result) > 1 else None
+
+    def _allocate(self) -> None:
+        cudart = self._cudart
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if sorted(names) != sorted([self.input_name, self.output_name]):
+            raise BackendUnavailable(
+                f"engine I/O tensors {names} do not match the manifest ({self.input_name}, {self.output_name})"
+            )
+        height, width = self.bundle.input_size
+        self.in_shape = (self.max_batch, 3, height, width)
+        self.out_shape = (self.max_batch, 1, height, width)
+        self.in_bytes = int(np.prod(self.in_shape)) * 4
+        self.out_bytes = int(np.prod(self.out_shape)) * 4
+        self.stream = self._check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "create a stream")
+        self.d_in = self._device(self.in_bytes)
+        self.d_out = self._device(self.out_bytes)
+        self.h_in_ptr, self.h_in = self._pinned(self.in_shape)
+        self.h_out_ptr, self.h_out = self._pinned(self.out_shape)
+        self.context.set_tensor_address(self.input_name, self.d_in)
+        self.context.set_tensor_address(self.output_name, self.d_out)
+
+    def _device(self, nbytes: int) -> int:
+        pointer = int(self._check(self._cudart.cudaMalloc(nbytes), f"allocate {nbytes} bytes on the GPU"))
+        self._buffers.append(pointer)
+        return pointer
+
+    def _pinned(self, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
+        count = int(np.prod(shape))
+        pointer = int(self._check(self._cudart.cudaMallocHost(count * 4), "allocate pinned host memory"))
+        self._host.append(pointer)
+        array = np.ctypeslib.as_array((ctypes.c_float * count).from_address(pointer)).reshape(shape)
+        return pointer, array
+
+    def _enqueue(self, n: int) -> None:
+        if not self._use_graphs:
+            self._execute()
+            return
+        graph = self._graphs.get(n)
+        if graph is None:
+            self._execute()  # the first run at a shape does TensorRT's deferred set-up: not capturable
+            graph = self._capture(n)
+            if graph is None:
+                return
+        self._check(self._cudart.cudaGraphLaunch(graph, self.stream), "launch the CUDA graph")
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError("TensorRT execution failed")
+
+    def _capture(self, n: int):
+        cudart = self._cudart
+        try:
+            self._check(cudart.cudaStreamSynchronize(self.stream), "synchronise")
+            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            self._check(cudart.cudaStreamBeginCapture(self.stream, mode), "begin graph capture")
+            self._execute()
+            graph = self._check(cudart.cudaStreamEndCapture(self.stream), "end graph capture")
+            executable = self._check(cudart.cudaGraphInstantiate(graph, 0), "instantiate the graph")
+        except (BackendUnavailable, RuntimeError) as exc:
+            log.warning("CUDA graph capture failed at batch %d (%s); running without graphs", n, exc)
+            self._use_graphs = False
+            return None
+        self._graphs[n] = executable
+        return executable
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        cudart = self._cudart
+        n = len(batch)
+        height, width = self.bundle.input_size
+        in_bytes, out_bytes = self.in_bytes // self.max_batch * n, self.out_bytes // self.max_batch * n
+        self.h_in[:n] = batch
+        if not self.context.set_input_shape(self.input_name, (n, 3, height, width)):
+            raise ValueError(f"the engine does not accept a batch of {n}")
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._check(cudart.cudaMemcpyAsync(self.d_in, self.h_in_ptr, in_bytes, h2d, self.stream), "copy in")
+        self._enqueue(n)
+        self._check(cudart.cudaMemcpyAsync(self.h_out_ptr, self.d_out, out_bytes, d2h, self.stream), "copy out")
+        self._check(cudart.cudaStreamSynchronize(self.stream), "synchronise")
+        return self.h_out[:n].copy()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "runtime": self.runtime_name, "cuda_graphs": self._use_graphs}
+
+    def close(self) -> None:
+        cudart = self._cudart
+        for executable in self._graphs.values():
+            cudart.cudaGraphExecDestroy(executable)
+        self._graphs.clear()
+        self.context = None
+        self.engine = None
+        for pointer in self._buffers:
+            cudart.cudaFree(pointer)
+        for pointer in self._host:
+            cudart.cudaFreeHost(pointer)
+        self._buffers, self._host = [], []
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+            self.stream = None

@@ -9,7 +9,7 @@ VENV="${VENV:-.venv}"
 # torch/torchvision pinned: on the development and CI machines these exact
 # versions install from local disk instead of a multi-GB download.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    torch==2.14.1 torchvision==0.29.1 -e '.[build,dev]'
+    -c constraints/cuda12.txt torch==2.14.1 torchvision==0.29.1 -e '.[build,dev]'
 
 status=0
 "$VENV/bin/python" -m pytest "$@" || status=$?

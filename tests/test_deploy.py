@@ -93,3 +93,24 @@ def test_scheduler_refuses_bad_arguments(gcloud_stub, args, words):
     result = run_scheduler(env, *args)
     assert result.returncode == 2 and words in result.stderr
     assert not log.exists()  # nothing was scheduled
+
+
+def test_build_job_runs_the_build_image_on_an_l4():
+    template = string.Template((REPO / "deploy" / "cloudrun" / "build-job.yaml").read_text())
+    job = yaml.safe_load(template.substitute(
+        JOB="engines", BUILD_IMAGE="europe-docker.pkg.dev/p/r/build:1", PUBLISH_URI="gs://b/bundles",
+        SERVICE_ACCOUNT="builder@p.iam.gserviceaccount.com", CHECKPOINT="official"))
+    assert job["kind"] == "Job" and job["apiVersion"] == "run.googleapis.com/v1"
+    task = job["spec"]["template"]["spec"]["template"]
+    spec = task["spec"]
+    assert spec["nodeSelector"]["run.googleapis.com/accelerator"] == "nvidia-l4"
+    assert task["metadata"]["annotations"]["run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"
+    assert spec["maxRetries"] == 0 and spec["timeoutSeconds"] >= 3600
+    container = spec["containers"][0]
+    assert container["image"] == "europe-docker.pkg.dev/p/r/build:1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["args"] == ["base", "fast"]  # the build image's entrypoint builds with --require-tensorrt
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["PUBLISH_URI"] == "gs://b/bundles" and env["CHECKPOINT"] == "official"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert env["OUT_DIR"] in mounts

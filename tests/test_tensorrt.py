@@ -5,6 +5,7 @@ The engine build itself needs a CUDA GPU with TensorRT (marked, skipped here).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import shutil
@@ -228,7 +229,7 @@ def test_contradictory_tensorrt_flags_are_refused(tmp_path):
 
 
 needs_tensorrt_build = pytest.mark.skipif(
-    not has_cuda() or __import__("importlib.util").util.find_spec("torch_tensorrt") is None,
+    not has_cuda() or importlib.util.find_spec("torch_tensorrt") is None,
     reason="needs a CUDA GPU with torch-tensorrt and the TensorRT builder",
 )
 

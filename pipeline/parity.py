@@ -22,7 +22,6 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -177,7 +176,7 @@ class References:
 
 
 def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: dict[str, dict[str, Limits]],
-                on_output: Callable[[Case, np.ndarray, np.ndarray], None] | None = None) -> dict[str, Any]:
+                on_output: Callable[[str, Case, np.ndarray, np.ndarray], None] | None = None) -> dict[str, Any]:
     """Parity of one artifact over all cases; a backend this machine cannot run is 'skipped'."""
     entry: dict[str, Any] = {"backend": artifact.backend, "precision": artifact.precision, "file": artifact.file}
     reason = runtime_missing(artifact)
@@ -192,8 +191,7 @@ def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: d
     precision_class = "fp16" if artifact.precision.startswith("fp16") else "fp32"
     entry.update(device=backend.device, limits_class=precision_class)
     try:
-        return score(entry, cases, lambda tensor: backend.infer(tensor)[0, 0], limits[precision_class],
-                     (lambda c, o, sv: on_output(artifact, c, o, sv)) if on_output else None)
+        return score(entry, cases, lambda tensor: backend.infer(tensor)[0, 0], limits[precision_class], on_output)
     finally:
         backend.close()
 
@@ -217,13 +215,15 @@ def run_fp16_islands(references: References, cases: list[Case], limits: dict[str
         with torch.no_grad():
             return model(torch.from_numpy(tensor)).float().numpy()[0, 0]
 
-    pseudo = SimpleNamespace(backend=FP16_ISLANDS)
-    return score(entry, cases, infer, limits["fp16"], (lambda c, o, sv: on_output(pseudo, c, o, sv)) if on_output else None)
+    return score(entry, cases, infer, limits["fp16"], on_output)
 
 
 def score(entry: dict[str, Any], cases: list[Case], infer: Callable[[np.ndarray], np.ndarray],
           class_limits: dict[str, Limits], on_output: Callable | None = None) -> dict[str, Any]:
-    """Run ``infer`` on every case, compare with both references, and summarise into ``entry``."""
+    """Run ``infer`` on every case, compare with both references, and summarise into ``entry``.
+
+    ``on_output(backend_name, case, output, served)`` sees every output (the report's images).
+    """
     entry["results"] = []
     for case in cases:
         start = time.perf_counter()
@@ -238,7 +238,7 @@ def score(entry: dict[str, Any], cases: list[Case], infer: Callable[[np.ndarray]
         entry["results"].append({"image": case.image.name, "latency_ms": latency_ms, "metrics": metrics,
                                  "passed": not problems, "failures": problems})
         if on_output is not None:
-            on_output(case, output, served)
+            on_output(entry["backend"], case, output, served)
     bad = [r for r in entry["results"] if not r["passed"]]
     entry["status"] = "failed" if bad else "passed"
     entry["latency_ms_median"] = float(np.median([r["latency_ms"] for r in entry["results"]]))

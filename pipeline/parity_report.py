@@ -54,10 +54,10 @@ class ImageSink:
         self.save((case.image.name, "input"), case.decoded)
         self.save((case.image.name, "reference"), Image.fromarray(case.end_to_end_reference, "L"))
 
-    def add_output(self, artifact, case, output, served: np.ndarray) -> None:
-        self.save((case.image.name, artifact.backend), Image.fromarray(served, "L"))
+    def add_output(self, backend: str, case, output, served: np.ndarray) -> None:
+        self.save((case.image.name, backend), Image.fromarray(served, "L"))
         diff = np.abs(served.astype(np.float32) - case.end_to_end_reference.astype(np.float32)) / 255.0
-        self.save((case.image.name, f"{artifact.backend}-diff"), _heatmap(diff))
+        self.save((case.image.name, f"{backend}-diff"), _heatmap(diff))
 
 
 _CSS = """

@@ -132,7 +132,7 @@ def pull_if_missing(settings: Settings) -> None:
     log("no baked bundle: pulling from Cloud Storage (slow path)", severity="WARNING",
         uri=settings.artifacts_uri, target=str(settings.artifacts))
     try:
-        pull(settings.artifacts_uri, Path(settings.artifacts))
+        pull(settings.artifacts_uri, Path(settings.artifacts), reports=False)
     except StorageError as exc:
         raise ServeError(f"cannot pull {settings.artifacts_uri}: {exc}") from None
     log("startup phase", phase="pull", seconds=round(time.perf_counter() - start, 3), process="main")

@@ -102,8 +102,12 @@ def resolve_version(uri: str) -> GsUri:
     return pointer_prefix.child(key)
 
 
-def pull(uri: str, target: Path, progress=lambda message: None) -> Path:
-    """Download, verify, then move the bundle into ``target``; ``target`` is untouched on any failure."""
+def pull(uri: str, target: Path, progress=lambda message: None, reports: bool = True) -> Path:
+    """Download, verify, then move the bundle into ``target``; ``target`` is untouched on any failure.
+
+    ``reports=False`` leaves out the parity report (``parity/``, about a hundred
+    images): a server needs only the manifest and the artifacts.
+    """
     version = resolve_version(uri)
     bucket = _bucket(version)
     target = Path(target)
@@ -120,7 +124,8 @@ def pull(uri: str, target: Path, progress=lambda message: None) -> Path:
             progress(f"downloading {name}")
             remote = version.child(name)
             storage_call(remote, lambda: bucket.blob(remote.name).download_to_filename(str(staging / name)))
-        for blob in storage_call(version, lambda: list(bucket.list_blobs(prefix=version.child("parity").name + "/"))):
+        report_files = bucket.list_blobs(prefix=version.child("parity").name + "/") if reports else ()
+        for blob in storage_call(version, lambda: list(report_files)):
             local = staging / blob.name[len(version.name) + 1:]
             local.parent.mkdir(parents=True, exist_ok=True)
             storage_call(version, lambda: blob.download_to_filename(str(local)))

@@ -16,6 +16,8 @@ import click
 from pipeline import __version__
 
 MODES = ("fast", "base")
+# pipeline.fp16_emulation.FP16_EXECUTION_CHOICES, kept here so the CLI starts without importing torch.
+FP16_EXECUTION_CHOICES = ("auto", "native", "emulated")
 
 
 def user_errors(command):
@@ -74,10 +76,14 @@ def main() -> None:
               help="Persisted TensorRT timing cache [default: in the cache dir, per GPU and TensorRT version].")
 @click.option("--fp16-islands/--no-fp16-islands", default=True, show_default=True,
               help="In validation, also run the fp16 export graph in PyTorch (the overflow check; informative).")
+@click.option("--fp16-execution", type=click.Choice(FP16_EXECUTION_CHOICES), default="auto", show_default=True,
+              help="How that check runs fp16 on the CPU: native kernels, or emulated (fp32 arithmetic, fp16 "
+                   "storage; as fast as fp32); auto probes whether native fp16 is fast here.")
 @user_errors
 def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity: bool, tensorrt: bool | None,
           require_tensorrt: bool, hardware_compatible: bool, trt_optimization_level: int,
-          trt_workspace_gib: float, trt_max_batch: int, trt_timing_cache: Path | None, fp16_islands: bool) -> None:
+          trt_workspace_gib: float, trt_max_batch: int, trt_timing_cache: Path | None, fp16_islands: bool,
+          fp16_execution: str) -> None:
     """Turn a checkpoint into a verified artifact bundle (TorchScript, ONNX, TensorRT fp16 when possible)."""
     warnings.filterwarnings("ignore", message="Failed to import flet")  # transparent-background's GUI
     from rich.console import Console
@@ -105,7 +111,7 @@ def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity
     if run_parity:
         from pipeline.validate import run_validation
 
-        failure = run_validation(bundle_dir, stages, fp16_islands=fp16_islands)
+        failure = run_validation(bundle_dir, stages, fp16_islands=fp16_islands, fp16_mode=fp16_execution)
     Console().print(build_summary(bundle_dir, manifest, stages))
     if failure:
         click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
@@ -122,15 +128,18 @@ def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity
               help="Override a limit, e.g. fp32.model.max_abs=0.001 (repeatable).")
 @click.option("--fp16-islands/--no-fp16-islands", default=True, show_default=True,
               help="Also run the fp16 export graph in PyTorch on CPU (the overflow check; informative).")
+@click.option("--fp16-execution", type=click.Choice(FP16_EXECUTION_CHOICES), default="auto", show_default=True,
+              help="How that check runs fp16: native kernels, or emulated (fp32 arithmetic, fp16 storage); "
+                   "auto probes whether native fp16 is fast here.")
 @user_errors
 def validate(bundle_dir: Path, images_dir: Path | None, report_dir: Path | None, thresholds: tuple[str, ...],
-             fp16_islands: bool) -> None:
+             fp16_islands: bool, fp16_execution: str) -> None:
     """Mask parity of every artifact against the PyTorch model and transparent-background's Remover."""
     warnings.filterwarnings("ignore", message="Failed to import flet")
     from pipeline.progress import Stages
     from pipeline.validate import run_validation
 
-    failure = run_validation(bundle_dir, Stages(), images_dir, report_dir, thresholds, fp16_islands)
+    failure = run_validation(bundle_dir, Stages(), images_dir, report_dir, thresholds, fp16_islands, fp16_execution)
     if failure:
         click.echo(f"error: {failure}", err=True)
         sys.exit(1)

@@ -2,7 +2,8 @@
 
 - fp32 eager vs the fp16-with-fp32-islands graph (what TensorRT builds), both
   in PyTorch on the GPU, over the parity set at the mode's size (1024x1024 for
-  base): the overflow question, with latencies;
+  base): the overflow question, with latencies (on a CPU the fp16 graph runs
+  emulated unless native fp16 is fast there: pipeline.fp16_emulation);
 - TorchScript on the GPU: trace, save, load time, latency, parity vs eager;
 - the TensorRT engine (build, parity, latency) when torch-tensorrt and the
   TensorRT builder import.
@@ -47,11 +48,13 @@ def parity(outputs: list[np.ndarray], references: list[np.ndarray], limits) -> d
     return {"worst": worst, "passed": not problems, "failures": problems}
 
 
-def run(mode: str, checkpoint: str, device: str, images: int | None, repeats: int) -> dict[str, Any]:
+def run(mode: str, checkpoint: str, device: str, images: int | None, repeats: int,
+        fp16_mode: str = "auto") -> dict[str, Any]:
     import torch
 
     from pipeline import checkpoint as checkpoints
     from pipeline import parity_images
+    from pipeline.fp16_emulation import fp16_context, fp16_execution
     from pipeline.mixed_precision import mixed_precision_model
     from pipeline.model import expected_keys, export_model
     from pipeline.parity import DEFAULT_LIMITS
@@ -75,8 +78,15 @@ def run(mode: str, checkpoint: str, device: str, images: int | None, repeats: in
         references = [eager(t).float().cpu().numpy()[0, 0] for t in tensors]
         summary["fp32_eager"] = {"latency_ms": median_ms(lambda: eager(tensors[0]), sync, repeats)}
         mixed = mixed_precision_model(state, size).to(device)
-        outputs = [mixed(t).float().cpu().numpy()[0, 0] for t in tensors]
-        summary["fp16_islands"] = {"latency_ms": median_ms(lambda: mixed(tensors[0]), sync, repeats),
+        how = fp16_execution(device, fp16_mode)
+
+        def run_mixed(tensor):
+            with fp16_context(how):
+                return mixed(tensor)
+
+        outputs = [run_mixed(t).float().cpu().numpy()[0, 0] for t in tensors]
+        summary["fp16_islands"] = {"execution": how.as_dict(),
+                                   "latency_ms": median_ms(lambda: run_mixed(tensors[0]), sync, repeats),
                                    **parity(outputs, references, DEFAULT_LIMITS["fp16"]["model"])}
         mixed = None  # free the GPU memory before the next model
 
@@ -136,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--images", type=int, default=None, help="use only the first N parity images")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--fp16-execution", default="auto", choices=("auto", "native", "emulated"),
+                        help="on a CPU: native fp16 kernels or emulation (fp32 arithmetic, fp16 storage)")
     parser.add_argument("--out", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args(argv)
     import torch
@@ -144,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": "no CUDA device visible to PyTorch"}))
         return 2
     start = time.perf_counter()
-    summary = run(args.mode, args.checkpoint, args.device, args.images, args.repeats)
+    summary = run(args.mode, args.checkpoint, args.device, args.images, args.repeats, args.fp16_execution)
     summary["total_s"] = round(time.perf_counter() - start, 1)
     text = json.dumps(summary, indent=2, default=str)
     if args.out:

@@ -197,25 +197,33 @@ def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: d
 
 
 def run_fp16_islands(references: References, cases: list[Case], limits: dict[str, dict[str, Limits]],
-                     on_output: Callable | None = None) -> dict[str, Any]:
+                     on_output: Callable | None = None, execution: str = "auto") -> dict[str, Any]:
     """Parity of the fp16-with-fp32-islands PyTorch model (the TensorRT export graph) on CPU.
 
-    The overflow check that needs no GPU: the same graph TensorRT builds,
-    run by PyTorch in half precision, against the fp32 eager model, under the
-    fp16 limits. Informative: it serves nothing, so it does not gate the bundle.
+    The overflow check that needs no GPU: the same graph TensorRT builds, run
+    by PyTorch with fp16 storage, against the fp32 eager model, under the fp16
+    limits. On a CPU without fast native fp16 the graph runs emulated (fp32
+    arithmetic, every fp16 tensor rounded to fp16: pipeline.fp16_emulation),
+    which costs about what fp32 costs; ``execution`` ('auto', 'native',
+    'emulated') chooses. Informative: it serves nothing, so it does not gate
+    the bundle.
     """
+    from pipeline.fp16_emulation import fp16_context, fp16_execution
     from pipeline.mixed_precision import mixed_precision_model
 
     torch = references.torch
     model = mixed_precision_model(references.state_dict, references.model_size)
+    how = fp16_execution("cpu", execution)
     entry = {"backend": FP16_ISLANDS, "precision": "fp16", "file": None, "device": "cpu",
-             "limits_class": "fp16", "reference_only": True}
+             "limits_class": "fp16", "reference_only": True, "execution": how.as_dict()}
 
     def infer(tensor: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), fp16_context(how):
             return model(torch.from_numpy(tensor)).float().numpy()[0, 0]
 
-    return score(entry, cases, infer, limits["fp16"], on_output)
+    entry = score(entry, cases, infer, limits["fp16"], on_output)
+    entry["summary"] += f" (fp16 {how.mode}: {how.reason}; CPU {how.cpu_capability})"
+    return entry
 
 
 def score(entry: dict[str, Any], cases: list[Case], infer: Callable[[np.ndarray], np.ndarray],
@@ -257,7 +265,7 @@ def score(entry: dict[str, Any], cases: list[Case], infer: Callable[[np.ndarray]
 
 def validate(bundle_dir: Path, images: list[ParityImage], limits: dict[str, dict[str, Limits]],
              stages, on_output: Callable | None = None,
-             fp16_islands: bool = True) -> tuple[dict[str, Any], list[Case]]:
+             fp16_islands: bool = True, fp16_mode: str = "auto") -> tuple[dict[str, Any], list[Case]]:
     """Run parity for every artifact of the bundle; return the report and its cases (nothing written)."""
     from pipeline.environment import build_environment
 
@@ -282,7 +290,7 @@ def validate(bundle_dir: Path, images: list[ParityImage], limits: dict[str, dict
         backends.append(result)
     if fp16_islands:
         with stage("parity pytorch fp16 islands (cpu)", long=True) as s:
-            result = run_fp16_islands(references, cases, limits, on_output)
+            result = run_fp16_islands(references, cases, limits, on_output, fp16_mode)
             s.detail = f"{result['status']}: {result['summary']}"
         backends.append(result)
     ran = [b for b in backends if b["status"] != "skipped" and not b.get("reference_only")]

@@ -170,7 +170,8 @@ def record_in_manifest(bundle_dir: Path, report: dict[str, Any], report_dir: Pat
         manifest["validation"]["fp16_islands"] = {
             "status": islands["status"], "summary": islands["summary"], "device": islands["device"],
             "worst_model_max_abs": islands["worst"]["model"]["max_abs"],
-            "note": "the TensorRT fp16 graph run by PyTorch; informative, gates nothing",
+            "execution": islands["execution"],
+            "note": "the TensorRT fp16 graph run by PyTorch (fp16 storage; see execution); informative, gates nothing",
         }
     write_json_atomic(bundle_dir / MANIFEST_NAME, manifest)
 

@@ -15,7 +15,7 @@ from pipeline.progress import Stages
 
 def run_validation(bundle_dir: Path, stages: Stages, images_dir: Path | None = None,
                    report_dir: Path | None = None, thresholds: tuple[str, ...] = (),
-                   fp16_islands: bool = True) -> str | None:
+                   fp16_islands: bool = True, fp16_mode: str = "auto") -> str | None:
     """Validate the bundle; None when every backend that ran passed, else one line saying what failed."""
     limits = limits_with_overrides(list(thresholds))
     images = parity_images.from_directory(images_dir) if images_dir else parity_images.default_set()
@@ -24,7 +24,7 @@ def run_validation(bundle_dir: Path, stages: Stages, images_dir: Path | None = N
     report_dir = Path(report_dir) if report_dir else Path(bundle_dir) / "parity"
     sink = ImageSink(report_dir)
     report, cases = validate(bundle_dir, images, limits, stages, on_output=sink.add_output,
-                             fp16_islands=fp16_islands)
+                             fp16_islands=fp16_islands, fp16_mode=fp16_mode)
     for case in cases:
         sink.add_case(case)
     with stages.stage("write reports") as s:

@@ -72,8 +72,10 @@ def test_export_graph_fits_the_engine_binding_names(program):
 
 
 def test_exported_graph_runs_any_batch_like_the_model(program, mixed, photo_batch):
+    from pipeline.fp16_emulation import Fp16Emulation
+
     images = np.concatenate([photo_batch["chelsea"], photo_batch["astronaut"], photo_batch["coffee"]])
-    with torch.no_grad():
+    with torch.no_grad(), Fp16Emulation():  # fp16 storage at fp32 speed, on any CPU
         exported = program.module()(torch.from_numpy(images))
         single = mixed(torch.from_numpy(images[1:2]))
     assert exported.dtype == torch.float32 and exported.shape == (3, 1, *FAST_SIZE)
@@ -82,14 +84,56 @@ def test_exported_graph_runs_any_batch_like_the_model(program, mixed, photo_batc
 
 def test_mixed_precision_parity_against_fp32(mixed, eager_model, photo_batch):
     """The overflow check that needs no GPU: half precision stays finite and close to fp32."""
+    from pipeline.fp16_emulation import Fp16Emulation
     from pipeline.parity import DEFAULT_LIMITS, failures, mask_metrics
 
     for name in ("chelsea", "astronaut"):
         x = torch.from_numpy(photo_batch[name])
         with torch.no_grad():
             reference = eager_model(x).numpy()[0, 0]
-            half = mixed(x).numpy()[0, 0]
+            with Fp16Emulation():
+                half = mixed(x).numpy()[0, 0]
         metrics = mask_metrics(half, reference)
         assert metrics["nonfinite"] == 0
         assert 0 < metrics["max_abs"], "an fp16 graph that matches fp32 exactly did not run in fp16"
         assert failures(metrics, DEFAULT_LIMITS["fp16"]["model"]) == [], (name, metrics)
+
+
+def planted_overflow(state: dict[str, torch.Tensor], scale: float = 2.0**15) -> dict[str, torch.Tensor]:
+    """The same function in fp32, an overflow in fp16: one decoder activation scaled up by ``scale``
+    (its BatchNorm's weight and bias) and the next convolution's weights scaled down by as much.
+    At 2**15, 95 of that activation's values pass 65504 on the chelsea photo (2**14: none)."""
+    planted = dict(state)
+    for name in ("context5.branch1.conv1.bn.weight", "context5.branch1.conv1.bn.bias"):
+        planted[name] = state[name] * scale
+    planted["context5.branch1.conv2.conv.weight"] = state["context5.branch1.conv2.conv.weight"] / scale
+    return planted
+
+
+def test_fp16_check_reports_a_planted_overflow(state, eager_model, photo_batch):
+    """The validation's fp16 row, emulated, catches an activation past fp16's range that fp32 does not see."""
+    from types import SimpleNamespace
+
+    from pipeline import parity_images
+    from pipeline.model import export_model
+    from pipeline.parity import DEFAULT_LIMITS, Case, run_fp16_islands
+    from serving.image import mask_to_uint8
+
+    planted = planted_overflow(state)
+    planted_eager = export_model(planted, FAST_SIZE)
+    image = next(i for i in parity_images.default_set() if i.name == "chelsea")
+    x = photo_batch["chelsea"]
+    with torch.no_grad():
+        reference = planted_eager(torch.from_numpy(x)).numpy()[0, 0]
+        assert float(np.abs(reference - eager_model(torch.from_numpy(x)).numpy()[0, 0]).max()) < 1e-3
+    case = Case(image, FAST_SIZE, x, reference, mask_to_uint8(reference), None)
+
+    def check(weights):
+        references = SimpleNamespace(torch=torch, state_dict=weights, model_size=FAST_SIZE)
+        return run_fp16_islands(references, [case], DEFAULT_LIMITS, execution="emulated")
+
+    result = check(planted)
+    assert result["execution"]["mode"] == "emulated"
+    assert result["status"] == "failed" and result["worst"]["model"]["nonfinite"] > 0, result["summary"]
+    clean = check(state)
+    assert clean["status"] == "passed" and clean["worst"]["model"]["nonfinite"] == 0, clean["summary"]

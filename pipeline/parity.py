@@ -51,12 +51,16 @@ class Limits:
 # parity set (ONNX Runtime CPU: mean 1.2e-5, p99.9 8.1e-5, max 1.4e-4; end to end
 # at most one 8-bit level, IoU >= 0.99997).
 # fp16 limits: about 2x the worst of the fp16-with-fp32-islands graph (the one
-# TensorRT builds) run by PyTorch on CPU, synthetic fast checkpoint, default set:
-# mean 8.8e-3, p99.9 4.9e-2, max 6.4e-2, IoU >= 0.991, no NaN/Inf. The share of
-# pixels off by > 2/255 is not gated for fp16: per-sample min/max normalisation
-# stretches low-contrast masks, so half-precision noise moves most pixels of a
-# flat image (all-black: 46%) while the mask stays right (IoU 0.994). To be
-# re-measured on an L4 with the TensorRT engine.
+# TensorRT builds) run by PyTorch on CPU with emulated fp16 (fp32 arithmetic, fp16
+# storage), synthetic fast checkpoint, default set: mean 1.2e-2, p99.9 0.154,
+# max 0.219, IoU >= 0.9886, no NaN/Inf. The all-black image sets every one of those
+# worsts; the photos stay within mean 3.0e-3, p99.9 2.1e-2, max 3.5e-2, IoU >= 0.9918.
+# All-black is chaotic under any fp16 rounding order: native fp16 on the same CPU
+# gives max 0.106 there, and native and emulated differ from each other by 0.116,
+# while on a photo (chelsea) both are at 0.011 from fp32. A real overflow gives
+# NaN/Inf (gated at zero) or moves the mean and IoU far past these limits. The share
+# of pixels off by > 2/255 is not gated for fp16 (all-black: 47%). To be re-measured
+# on an L4 with the TensorRT engine.
 NOT_GATED = 1.0
 DEFAULT_LIMITS: dict[str, dict[str, Limits]] = {
     "fp32": {
@@ -65,8 +69,8 @@ DEFAULT_LIMITS: dict[str, dict[str, Limits]] = {
                              min_iou=0.999, max_off_share=0.0),
     },
     "fp16": {
-        "model": Limits(max_mean_abs=2e-2, max_p999_abs=0.1, max_abs=0.15, min_iou=0.98, max_off_share=NOT_GATED),
-        "end_to_end": Limits(max_mean_abs=2e-2, max_p999_abs=0.1, max_abs=0.15, min_iou=0.98,
+        "model": Limits(max_mean_abs=2.5e-2, max_p999_abs=0.3, max_abs=0.45, min_iou=0.975, max_off_share=NOT_GATED),
+        "end_to_end": Limits(max_mean_abs=2.5e-2, max_p999_abs=0.3, max_abs=0.45, min_iou=0.975,
                              max_off_share=NOT_GATED),
     },
 }

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import REPO, needs_cuda, run_cli
 
 torch = pytest.importorskip("torch")
+from pipeline.parity import DEFAULT_LIMITS  # noqa: E402
 
 # float32 matrix products are summed in a different order for a different
 # batch size (a different GEMM kernel), so batched and single masks differ by
@@ -68,10 +69,13 @@ def test_manifest_describes_the_bundle(fast_bundle, synthetic_checkpoint):
     assert manifest["checkpoint"]["sha256"] == synthetic_checkpoint.sha256
     assert manifest["checkpoint"]["source"] == "synthetic:0"
     assert manifest["production_ready"] is False and "warning" in manifest["checkpoint"]
-    assert {a.backend for a in bundle.artifacts} == {"torchscript", "onnxruntime"}
+    assert [(a.file, a.backend, a.precision, a.role) for a in bundle.artifacts] == [
+        ("model.ts", "torchscript", "fp32", "serve"), ("model.onnx", "onnxruntime", "fp32", "serve"),
+        ("model.fp16.onnx", "onnxruntime", "fp16", "tensorrt-source")]
     for artifact in bundle.artifacts:
-        assert artifact.precision == "fp32"
-        assert artifact.record["export_check"]["max_abs_diff"] <= 1e-4
+        check = artifact.record["export_check"]
+        assert check["max_abs_diff"] <= check["tolerance"]
+        assert check["tolerance"] == (1e-4 if artifact.precision == "fp32" else DEFAULT_LIMITS["fp16"]["model"].max_abs)
     onnx = bundle.artifact("onnxruntime")
     assert [e.file for e in onnx.extra_files] == ["model.onnx.data"]
     build = manifest["build"]
@@ -88,7 +92,10 @@ def test_artifact_reproduces_eager_mask(fast_bundle, eager_model, photo_batch, b
     x = photo_batch["astronaut"]  # not the image the build checked
     with torch.no_grad():
         reference = eager_model(torch.from_numpy(x)).numpy()
-    assert np.abs(runner.infer(x) - reference).max() < 1e-4
+    # Within the fp32 parity limit. Measured: TorchScript 0.0; ONNX Runtime 5e-5 to 1.4e-4 on
+    # Intel Xeon, 1.1e-4 on this photo (3.8e-4 on motorcycle) on AMD EPYC: the fp32 kernels
+    # sum in a different order per CPU.
+    assert np.abs(runner.infer(x) - reference).max() < DEFAULT_LIMITS["fp32"]["model"].max_abs
 
 
 @pytest.mark.parametrize("backend", ["torchscript", "onnxruntime"])

@@ -84,9 +84,6 @@ class CutoutAPI(ls.LitAPI):
             runtime.write_worker_error(worker, str(exc))
             log("startup failed", severity="ERROR", worker=worker, error=str(exc))
             raise
-        start = time.perf_counter()
-        self._warm_up()
-        phases["warmup"] = time.perf_counter() - start
         total = time.time() - runtime.started_at()
         phases["total"] = total
         for phase, seconds in phases.items():
@@ -115,19 +112,37 @@ class CutoutAPI(ls.LitAPI):
                 start = time.perf_counter()
                 backend = open_backend(bundle, artifact, device="auto")
                 phases["load"] = time.perf_counter() - start
-                return backend, bundle.mode
             except (BundleError, BackendUnavailable) as exc:
                 failures.append(f"{artifact.backend}: {exc}")
                 log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=str(exc))
+                continue
+            start = time.perf_counter()
+            problem = self._warm_up(backend)
+            phases["warmup"] = time.perf_counter() - start
+            if problem is None:
+                return backend, bundle.mode
+            backend.close()
+            failures.append(f"{artifact.backend}: warm-up failed: {problem}")
+            log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=f"warm-up failed: {problem}")
         raise BackendUnavailable(f"no usable artifact in {Path(self.settings.artifacts)}: " + "; ".join(failures))
 
-    def _warm_up(self) -> None:
-        """Run the whole request path once at every batch size a request can meet."""
-        height, width = self.backend.bundle.input_size
+    def _warm_up(self, backend: Backend) -> str | None:
+        """Run the model once at every batch size a request can meet; why that failed, or None.
+
+        A backend that loads but cannot run (a GPU kernel that fails, out of
+        memory at the first enqueue) is skipped like one that does not load.
+        """
+        height, width = backend.bundle.input_size
         probe = np.zeros((1, 3, height, width), dtype=np.float32)
-        self.backend.infer(probe)
-        if self.settings.max_batch_size > 1:
-            self.backend.infer(np.repeat(probe, self.settings.max_batch_size, axis=0))
+        try:
+            outputs = [backend.infer(probe)]
+            if self.settings.max_batch_size > 1:
+                outputs.append(backend.infer(np.repeat(probe, self.settings.max_batch_size, axis=0)))
+        except Exception as exc:  # any runtime failure means: do not serve this artifact
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if not all(np.isfinite(out).all() for out in outputs):
+            return "the warm-up output is not finite"
+        return None
 
     # -- requests ----------------------------------------------------------
 

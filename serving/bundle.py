@@ -17,6 +17,8 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 BUNDLE_KIND = "inspyrenet-bundle"
 BACKENDS = ("tensorrt", "torchscript", "onnxruntime")
+SERVE_ROLE = "serve"
+TENSORRT_SOURCE_ROLE = "tensorrt-source"
 
 _CHUNK = 4 * 1024 * 1024
 
@@ -74,6 +76,20 @@ class Artifact:
     def target(self) -> dict[str, Any] | None:
         return self.record.get("target")
 
+    @property
+    def role(self) -> str:
+        """'serve' (the default), or 'tensorrt-source': the fp16 graph the engine is compiled from."""
+        return str(self.record.get("role", SERVE_ROLE))
+
+    @property
+    def servable(self) -> bool:
+        return self.role == SERVE_ROLE
+
+    @property
+    def label(self) -> str:
+        """A name unique within the bundle: the backend, or e.g. 'onnxruntime-fp16' for a second ONNX file."""
+        return str(self.record.get("label") or self.backend)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Artifact:
         return cls(
@@ -111,10 +127,14 @@ class Bundle:
         return self.root / entry.file
 
     def artifact(self, backend: str) -> Artifact | None:
+        """The servable artifact of ``backend``, if the bundle has one."""
         for artifact in self.artifacts:
-            if artifact.backend == backend:
+            if artifact.backend == backend and artifact.servable:
                 return artifact
         return None
+
+    def by_role(self, role: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.role == role), None)
 
     def verify(self, artifact: Artifact) -> None:
         """Raise BundleError unless every file of ``artifact`` exists with its recorded sha256."""

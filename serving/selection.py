@@ -2,7 +2,9 @@
 
 ``auto`` tries the bundle's artifacts fastest first: TensorRT (GPU), ONNX
 Runtime (CPU, or CUDA with onnxruntime-gpu), TorchScript. An artifact whose
-parity check failed is never chosen. An explicit choice is honoured or fails.
+parity check failed is never chosen, nor is the fp16 ONNX graph the TensorRT
+engine is compiled from (role ``tensorrt-source``). An explicit choice is
+honoured or fails.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ def candidates(bundle: Bundle, requested: str) -> tuple[list[Artifact], list[str
     if requested != "auto":
         artifact = bundle.artifact(requested)
         if artifact is None:
-            have = ", ".join(a.backend for a in bundle.artifacts) or "none"
+            have = ", ".join(a.backend for a in bundle.artifacts if a.servable) or "none"
             raise SelectionError(f"the bundle at {bundle.root} has no {requested} artifact (it has: {have})")
         reason = parity_failure(artifact)
         if reason:
             raise SelectionError(f"the {requested} artifact {reason}; refusing to serve it")
         return [artifact], skipped
     ordered = sorted(
-        bundle.artifacts,
+        (a for a in bundle.artifacts if a.servable),
         key=lambda a: PREFERENCE.index(a.backend) if a.backend in PREFERENCE else len(PREFERENCE),
     )
     chosen = []

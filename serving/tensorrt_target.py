@@ -1,25 +1,32 @@
 """Can this machine run a TensorRT engine built for the manifest's target?
 
-A TensorRT plan is tied to a GPU architecture and a TensorRT version. The
-build records its target in the manifest; the server compares it with this
-machine *before* deserialising, so a mismatch is a logged skip (and ``auto``
-falls back to the next backend) instead of a crash or a silent slow path.
+A TensorRT plan is tied to a GPU and a TensorRT version. The build records its
+target in the manifest; the server compares it with this machine *before*
+deserialising, so a mismatch is a logged skip (and ``auto`` falls back to the
+next backend) instead of a crash or a silent slow path.
 
 Rules (TensorRT's engine-compatibility documentation):
 
-- compute capability: equal, unless built hardware-compatible (``ampere+``:
-  any GPU of compute capability 8.0 or newer);
-- TensorRT version: equal, unless built version-compatible: then any later
-  runtime of the same major version, or of the next major version (TensorRT
-  documents 8 -> 10 and 10 -> 11 as supported), never an older one;
-- the lean runtime (``tensorrt_lean``) loads version-compatible plans only.
+- hardware: with compatibility level ``none`` only the GPU model the engine was
+  built on (same name and compute capability); ``same-compute-capability``: any
+  GPU of that compute capability; ``ampere+``: any GPU of compute capability 8.0
+  or newer;
+- version, not version-compatible: exactly the TensorRT version that built it
+  (all four parts), and never the lean runtime, which loads only
+  version-compatible plans;
+- version-compatible with the lean runtime excluded from the plan (this
+  project's builds): a lean runtime of exactly the same version, since the plan
+  relies on the runtime it runs under;
+- version-compatible with the lean runtime embedded: a runtime of the same
+  version or later, within the same major version or the next one (TensorRT
+  documents 10 -> 11), never an older one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-HARDWARE_LEVELS = ("none", "ampere+")
+HARDWARE_LEVELS = ("none", "same-compute-capability", "ampere+")
 AMPERE = (8, 0)
 # Later major versions TensorRT documents as able to run a version-compatible plan.
 CROSS_MAJOR = {8: (10,), 10: (11,)}
@@ -65,39 +72,61 @@ def incompatibility(target: dict, machine: Machine) -> str | None:
         built_trt = parse_version(target["tensorrt_version"])
         level = target.get("hardware_compatibility", "none")
         version_compatible = bool(target.get("version_compatible", False))
+        # Manifests from before this field: those plans were built with the lean runtime excluded.
+        lean_excluded = bool(target.get("lean_runtime_excluded", True))
     except (KeyError, TypeError, ValueError) as exc:
         return f"the manifest's TensorRT target is incomplete or malformed ({exc})"
     if level not in HARDWARE_LEVELS:
         return f"unknown hardware compatibility level {level!r} in the manifest"
-
-    here = machine.compute_capability
-    if level == "ampere+":
-        if here < AMPERE:
-            return (
-                f"engine is hardware-compatible for Ampere and newer (compute capability >= 8.0); "
-                f"this GPU ({machine.gpu_name or 'unnamed'}) is {format_cc(here)}"
-            )
-    elif here != built_cc:
-        return (
-            f"engine was built for compute capability {format_cc(built_cc)} "
-            f"({target.get('gpu_name', 'unknown GPU')}); this GPU ({machine.gpu_name or 'unnamed'}) is "
-            f"{format_cc(here)}: rebuild on this GPU or with --hardware-compatible"
-        )
-
+    problem = hardware_problem(target, level, built_cc, machine)
+    if problem:
+        return problem
     try:
         runtime_trt = parse_version(machine.tensorrt_version)
     except ValueError:
         return f"cannot read this machine's TensorRT version {machine.tensorrt_version!r}"
-    built_text = ".".join(map(str, built_trt))
-    here_text = ".".join(map(str, runtime_trt))
+    return version_problem(built_trt, runtime_trt, version_compatible, lean_excluded, machine.runtime)
+
+
+def hardware_problem(target: dict, level: str, built_cc: tuple[int, int], machine: Machine) -> str | None:
+    here, gpu = machine.compute_capability, machine.gpu_name or "unnamed"
+    if level == "ampere+":
+        if here < AMPERE:
+            return (f"engine is hardware-compatible for Ampere and newer (compute capability >= 8.0); "
+                    f"this GPU ({gpu}) is {format_cc(here)}")
+        return None
+    if here != built_cc:
+        return (f"engine was built for compute capability {format_cc(built_cc)} "
+                f"({target.get('gpu_name', 'unknown GPU')}); this GPU ({gpu}) is {format_cc(here)}: "
+                "rebuild on this GPU or with --hardware-compatible")
+    built_gpu = str(target.get("gpu_name", ""))
+    if level == "none" and built_gpu and machine.gpu_name and built_gpu != machine.gpu_name:
+        return (f"engine was built for the {built_gpu} (hardware compatibility none: that GPU model only); "
+                f"this GPU is a {machine.gpu_name}: rebuild on it or with --hardware-compatible")
+    return None
+
+
+def version_problem(built: tuple[int, ...], here: tuple[int, ...], version_compatible: bool,
+                    lean_excluded: bool, runtime: str) -> str | None:
+    built_text, here_text = ".".join(map(str, built)), ".".join(map(str, here))
     if not version_compatible:
-        if machine.runtime == "tensorrt_lean":
+        if runtime == "tensorrt_lean":
             return "engine is not version-compatible, and the lean runtime only loads version-compatible engines"
-        if runtime_trt[:3] != built_trt[:3]:
+        if _four(here) != _four(built):
             return f"engine was built with TensorRT {built_text} (not version-compatible); this runtime is {here_text}"
         return None
-    if runtime_trt < built_trt:
+    if lean_excluded:
+        if _four(here) != _four(built):
+            return (f"engine is version-compatible with the lean runtime excluded, so it needs a lean runtime of "
+                    f"TensorRT {built_text}; this runtime is {here_text} (pin both in constraints/cuda12.txt)")
+        return None
+    if here < built:
         return f"engine was built with TensorRT {built_text}; this runtime ({here_text}) is older"
-    if runtime_trt[0] != built_trt[0] and runtime_trt[0] not in CROSS_MAJOR.get(built_trt[0], ()):
-        return f"a TensorRT {built_trt[0]} engine cannot run on a TensorRT {runtime_trt[0]} runtime"
+    if here[0] not in (built[0], *CROSS_MAJOR.get(built[0], ())):
+        return f"a TensorRT {built[0]} engine cannot run on a TensorRT {here[0]} runtime"
     return None
+
+
+def _four(version: tuple[int, ...]) -> tuple[int, ...]:
+    """The four version parts TensorRT compares (missing ones count as 0)."""
+    return (tuple(version) + (0, 0, 0, 0))[:4]

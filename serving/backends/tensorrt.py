@@ -145,8 +145,9 @@ class TensorRTBackend(Backend):
         self.d_out = self._device(self.out_bytes)
         self.h_in_ptr, self.h_in = self._pinned(self.in_shape)
         self.h_out_ptr, self.h_out = self._pinned(self.out_shape)
-        self.context.set_tensor_address(self.input_name, self.d_in)
-        self.context.set_tensor_address(self.output_name, self.d_out)
+        for name, pointer in ((self.input_name, self.d_in), (self.output_name, self.d_out)):
+            if not self.context.set_tensor_address(name, pointer):
+                raise BackendUnavailable(f"TensorRT refused the device buffer of tensor {name!r}")
 
     def _device(self, nbytes: int) -> int:
         pointer = int(self._check(self._cudart.cudaMalloc(nbytes), f"allocate {nbytes} bytes on the GPU"))
@@ -177,18 +178,33 @@ class TensorRTBackend(Backend):
             raise RuntimeError("TensorRT execution failed")
 
     def _capture(self, n: int):
+        """Capture one enqueue at batch ``n`` as a CUDA graph; None (and graphs off) when that fails.
+
+        The capture is always ended and the captured graph always destroyed (only
+        its instantiated executable is kept), whichever step fails.
+        """
         cudart = self._cudart
+        capturing, graph, executable = False, None, None
         try:
             self._check(cudart.cudaStreamSynchronize(self.stream), "synchronise")
             mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
             self._check(cudart.cudaStreamBeginCapture(self.stream, mode), "begin graph capture")
+            capturing = True
             self._execute()
+            capturing = False
             graph = self._check(cudart.cudaStreamEndCapture(self.stream), "end graph capture")
             executable = self._check(cudart.cudaGraphInstantiate(graph, 0), "instantiate the graph")
         except (BackendUnavailable, RuntimeError) as exc:
+            if capturing:  # execution failed inside the capture: end it, drop whatever was captured
+                _, partial = cudart.cudaStreamEndCapture(self.stream)
+                if partial:
+                    cudart.cudaGraphDestroy(partial)
             log.warning("CUDA graph capture failed at batch %d (%s); running without graphs", n, exc)
             self._use_graphs = False
             return None
+        finally:
+            if graph is not None:
+                cudart.cudaGraphDestroy(graph)
         self._graphs[n] = executable
         return executable
 

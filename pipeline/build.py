@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 from pipeline import checkpoint as checkpoints
-from pipeline import samples
+from pipeline import onnx_fp16, samples
 from pipeline.bundle_writer import BundleWriter
 from pipeline.environment import build_environment
 from pipeline.errors import BuildError
@@ -24,7 +23,7 @@ from pipeline.progress import Stages
 from pipeline.tensorrt_engine import TensorRTOptions
 from serving import __version__ as serving_version
 from serving.backends import BackendUnavailable, open_backend
-from serving.bundle import BUNDLE_KIND, SCHEMA_VERSION, Artifact, Bundle
+from serving.bundle import BUNDLE_KIND, SCHEMA_VERSION, TENSORRT_SOURCE_ROLE, Artifact, Bundle
 from serving.image import MEAN, RESIZE_RULE, STD, UPSAMPLE_RULE, preprocess
 
 EXPORT_TOLERANCE = 1e-4
@@ -37,7 +36,7 @@ class BuildOptions:
     out: Path
     export_tolerance: float = EXPORT_TOLERANCE
     validate: bool = True
-    tensorrt: bool | None = None  # None: build it when torch-tensorrt and a CUDA GPU are present
+    tensorrt: bool | None = None  # None: build it when the TensorRT builder and a CUDA GPU are present
     require_tensorrt: bool = False
     tensorrt_options: TensorRTOptions = TensorRTOptions()
 
@@ -114,7 +113,15 @@ class Builder:
                 lambda path: export_onnx(model, torch.from_numpy(check_input), path),
                 check_input, reference, {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET},
             )
-            self._tensorrt(writer, manifest, state, check_input, reference)
+            self._export(
+                writer, manifest, onnx_fp16.FILE, "onnxruntime", "export onnx fp16 (tensorrt source)",
+                lambda path: onnx_fp16.export_fp16_onnx(state, self.size, torch.from_numpy(check_input), path),
+                check_input, reference,
+                {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET, "role": TENSORRT_SOURCE_ROLE,
+                 "label": onnx_fp16.LABEL, "graph": "fp16 with fp32 islands (pipeline.mixed_precision)"},
+                precision="fp16", tolerance=DEFAULT_LIMITS["fp16"]["model"].max_abs,
+            )
+            self._tensorrt(writer, manifest, check_input, reference)
             manifest["validation"] = (
                 {"status": "pending"} if options.validate else {"status": "skipped", "reason": "--no-validate"}
             )
@@ -127,8 +134,8 @@ class Builder:
                 out = writer.commit(manifest)
         return out, manifest
 
-    def _tensorrt(self, writer, manifest, state, check_input, reference) -> None:
-        """The fp16 engine when this machine can build one; otherwise one line saying why not."""
+    def _tensorrt(self, writer, manifest, check_input, reference) -> None:
+        """The fp16 engine, compiled from the fp16 ONNX graph, when this machine can build one; else one line why not."""
         from pipeline import tensorrt_engine
 
         options = self.options
@@ -140,21 +147,13 @@ class Builder:
             self.stages.console.print(f"TensorRT artifact skipped: {reason}", highlight=False)
             manifest["skipped_artifacts"].append({"backend": "tensorrt", "reason": reason})
             return
-        import tensorrt
-        import torch
-
-        trt_options = options.tensorrt_options
-        gpu_name = torch.cuda.get_device_name(0)
-        if trt_options.timing_cache is None:
-            cache = tensorrt_engine.default_timing_cache(cache_root(), gpu_name, tensorrt.__version__)
-            trt_options = dataclasses.replace(trt_options, timing_cache=cache)
-        file = tensorrt_engine.engine_file(gpu_name, trt_options.hardware_compatible)
-        fp16_tolerance = DEFAULT_LIMITS["fp16"]["model"].max_abs
+        trt_options = tensorrt_engine.with_default_timing_cache(options.tensorrt_options, cache_root())
+        file = tensorrt_engine.engine_file(tensorrt_engine.gpu_name(), trt_options.hardware_compatible)
         self._export(
             writer, manifest, file, "tensorrt", "build tensorrt fp16",
-            lambda path: tensorrt_engine.build(state, self.size, trt_options, path),
+            lambda path: tensorrt_engine.build(writer.path(onnx_fp16.FILE), self.size, trt_options, path),
             check_input, reference, {}, precision="fp16", device="cuda",
-            max_batch=trt_options.max_batch, tolerance=fp16_tolerance,
+            max_batch=trt_options.max_batch, tolerance=DEFAULT_LIMITS["fp16"]["model"].max_abs,
         )
 
     def _tensorrt_unavailable(self) -> str | None:

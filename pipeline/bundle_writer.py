@@ -6,6 +6,7 @@ never a manifest that points at missing or stale files.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +41,20 @@ class BundleWriter:
 
     def path(self, name: str) -> Path:
         return self.staging / name
+
+    def keep_files_of(self, bundle_dir: Path, leave_out: set[str] = frozenset()) -> None:
+        """Start from an existing bundle: hard links to its files (copies across file systems), manifest aside."""
+        source = Path(bundle_dir).resolve()
+        for path in sorted(source.rglob("*")):
+            relative = path.relative_to(source)
+            if path.is_symlink() or not path.is_file() or relative.as_posix() in leave_out | {MANIFEST_NAME}:
+                continue
+            target = self.staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
 
     def artifact(self, file: str, backend: str, precision: str, device: str, **fields: Any) -> dict[str, Any]:
         """The manifest entry of a file already written into the staging directory."""

@@ -49,6 +49,33 @@ def main() -> None:
     """InSPyReNet engines: build verified model bundles and serve them."""
 
 
+def tensorrt_options(command):
+    """The engine builder's options, shared by ``build`` and ``build-engine``."""
+    options = [
+        click.option("--hardware-compatible", is_flag=True,
+                     help="Build the engine for any Ampere-or-newer GPU (slower than one built for the GPU it runs on)."),
+        click.option("--trt-optimization-level", type=click.IntRange(0, 5), default=3, show_default=True,
+                     help="TensorRT builder optimisation level (higher: longer build, maybe faster engine)."),
+        click.option("--trt-workspace-gib", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
+                     help="TensorRT builder workspace limit in GiB."),
+        click.option("--trt-max-batch", type=click.IntRange(1, 16), default=4, show_default=True,
+                     help="Largest batch the TensorRT engine accepts."),
+        click.option("--trt-timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Persisted TensorRT timing cache [default: in the cache dir, per GPU and TensorRT version]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def engine_options(hardware_compatible: bool, trt_optimization_level: int, trt_workspace_gib: float,
+                   trt_max_batch: int, trt_timing_cache: Path | None):
+    from pipeline.tensorrt_engine import TensorRTOptions
+
+    return TensorRTOptions(hardware_compatible=hardware_compatible, optimization_level=trt_optimization_level,
+                           workspace_gib=trt_workspace_gib, max_batch=trt_max_batch, timing_cache=trt_timing_cache)
+
+
 @main.command()
 @click.option("--mode", type=click.Choice(MODES), default="fast", show_default=True,
               help="fast = 384x384 input, base = 1024x1024 (transparent-background's modes).")
@@ -61,19 +88,10 @@ def main() -> None:
 @click.option("--validate/--no-validate", "run_parity", default=True, show_default=True,
               help="Run the mask-parity validation on the finished bundle.")
 @click.option("--tensorrt/--no-tensorrt", default=None,
-              help="Build the TensorRT fp16 engine [default: when torch-tensorrt and a CUDA GPU are present].")
+              help="Build the TensorRT fp16 engine [default: when the TensorRT builder and a CUDA GPU are present].")
 @click.option("--require-tensorrt", is_flag=True,
               help="Fail, instead of skipping, when the TensorRT engine cannot be built here (CI build job).")
-@click.option("--hardware-compatible", is_flag=True,
-              help="Build the engine for any Ampere-or-newer GPU (slower than one built for the GPU it runs on).")
-@click.option("--trt-optimization-level", type=click.IntRange(0, 5), default=3, show_default=True,
-              help="TensorRT builder optimisation level (higher: longer build, maybe faster engine).")
-@click.option("--trt-workspace-gib", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
-              help="TensorRT builder workspace limit in GiB.")
-@click.option("--trt-max-batch", type=click.IntRange(1, 16), default=4, show_default=True,
-              help="Largest batch the TensorRT engine accepts.")
-@click.option("--trt-timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Persisted TensorRT timing cache [default: in the cache dir, per GPU and TensorRT version].")
+@tensorrt_options
 @click.option("--fp16-islands/--no-fp16-islands", default=True, show_default=True,
               help="In validation, also run the fp16 export graph in PyTorch (the overflow check; informative).")
 @click.option("--fp16-execution", type=click.Choice(FP16_EXECUTION_CHOICES), default="auto", show_default=True,
@@ -94,15 +112,12 @@ def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity
     from pipeline.report import build_summary
 
     from pipeline.errors import UserError
-    from pipeline.tensorrt_engine import TensorRTOptions
 
     if tensorrt is False and require_tensorrt:
         raise UserError("--no-tensorrt and --require-tensorrt contradict each other")
     stages = Stages()
-    trt_options = TensorRTOptions(
-        hardware_compatible=hardware_compatible, optimization_level=trt_optimization_level,
-        workspace_gib=trt_workspace_gib, max_batch=trt_max_batch, timing_cache=trt_timing_cache,
-    )
+    trt_options = engine_options(hardware_compatible, trt_optimization_level, trt_workspace_gib, trt_max_batch,
+                                 trt_timing_cache)
     options = BuildOptions(mode=mode, checkpoint=source, out=out, export_tolerance=export_tolerance,
                            validate=run_parity, tensorrt=tensorrt, require_tensorrt=require_tensorrt,
                            tensorrt_options=trt_options)
@@ -145,6 +160,34 @@ def validate(bundle_dir: Path, images_dir: Path | None, report_dir: Path | None,
         sys.exit(1)
 
 
+@main.command("build-engine")
+@click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--require-tensorrt", is_flag=True,
+              help="Fail, instead of skipping, when no engine can be built here (the GPU build job).")
+@tensorrt_options
+@click.option("--validate/--no-validate", "run_parity", default=True, show_default=True,
+              help="Validate the bundle against its stored parity references afterwards.")
+@user_errors
+def build_engine(bundle_dir: Path, require_tensorrt: bool, hardware_compatible: bool, trt_optimization_level: int,
+                 trt_workspace_gib: float, trt_max_batch: int, trt_timing_cache: Path | None, run_parity: bool) -> None:
+    """Add the TensorRT fp16 engine to a built bundle (GPU step; needs tensorrt-cu12, not torch)."""
+    from pipeline.engine_step import add_engine
+    from pipeline.progress import Stages
+
+    stages = Stages()
+    options = engine_options(hardware_compatible, trt_optimization_level, trt_workspace_gib, trt_max_batch,
+                             trt_timing_cache)
+    manifest = add_engine(bundle_dir, options, stages, require=require_tensorrt)
+    if manifest is None or not run_parity:
+        return
+    from pipeline.validate import run_validation
+
+    failure = run_validation(bundle_dir, stages, fp16_islands=False)
+    if failure:
+        click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
 @user_errors
@@ -154,7 +197,8 @@ def verify(bundle_dir: Path) -> None:
 
     bundle = load_bundle(bundle_dir, verify=True)
     for artifact in bundle.artifacts:
-        click.echo(f"ok  {artifact.backend:<12} {artifact.precision:<5} {artifact.file}")
+        role = "" if artifact.servable else f"  ({artifact.role}, not served)"
+        click.echo(f"ok  {artifact.label:<16} {artifact.precision:<5} {artifact.file}{role}")
     if not bundle.production_ready:
         click.echo("note: synthetic checkpoint; this bundle is not for production")
 

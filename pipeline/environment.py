@@ -17,7 +17,11 @@ def package_version(name: str) -> str | None:
 
 
 def gpu_info() -> dict[str, Any] | None:
-    import torch
+    """The CUDA GPU torch sees; None without one, or where torch is not installed (the GPU engine step)."""
+    try:
+        import torch
+    except ImportError:
+        return None
 
     if not torch.cuda.is_available():
         return None

@@ -1,12 +1,19 @@
 """One JSON summary of what runs on this CUDA machine (``scripts/gpu-check.sh``).
 
-- fp32 eager vs the fp16-with-fp32-islands graph (what TensorRT builds), both
-  in PyTorch on the GPU, over the parity set at the mode's size (1024x1024 for
-  base): the overflow question, with latencies (on a CPU the fp16 graph runs
-  emulated unless native fp16 is fast there: pipeline.fp16_emulation);
-- TorchScript on the GPU: trace, save, load time, latency, parity vs eager;
-- the TensorRT engine (build, parity, latency) when torch-tensorrt and the
-  TensorRT builder import.
+Stages, each timed, each failure caught into the JSON, which is written again
+after every stage (so a run killed half-way still leaves every figure it got):
+
+- ``fp32_eager``: the fp32 model over the parity set at the mode's size
+  (1024x1024 for base): the references and the latency;
+- ``fp16_islands``: the fp16-with-fp32-islands graph (what TensorRT builds) in
+  PyTorch: the overflow question, with latencies (on a CPU it runs emulated
+  unless native fp16 is fast there: pipeline.fp16_emulation);
+- ``torchscript``: trace, save, load time, latency, parity vs eager;
+- ``tensorrt``: the fp16 graph exported to ONNX, compiled by TensorRT's builder
+  in a child process with its own time budget (``--engine-budget``), then the
+  engine through the serving backend: load time, latency, parity, and CUDA
+  graph replay against plain execution for batch sizes 1, 2, 1. Skipped, with
+  the reason, where the TensorRT builder is not installed.
 
 Needs PyTorch with CUDA and the project's [build] dependencies; no internet
 (the synthetic checkpoint unless --checkpoint names one). Runs on CPU too
@@ -17,13 +24,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+ENGINE_MAX_BATCH = 2  # enough to check graph replay at batch 1, 2, 1
+REPLAY_BATCHES = (1, 2, 1)
 
 
 def median_ms(run: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
@@ -48,95 +60,193 @@ def parity(outputs: list[np.ndarray], references: list[np.ndarray], limits) -> d
     return {"worst": worst, "passed": not problems, "failures": problems}
 
 
-def run(mode: str, checkpoint: str, device: str, images: int | None, repeats: int,
-        fp16_mode: str = "auto") -> dict[str, Any]:
-    import torch
+def write_summary(summary: dict[str, Any], out: Path | None) -> None:
+    if out is not None:
+        from serving.files import write_json_atomic
 
-    from pipeline import checkpoint as checkpoints
-    from pipeline import parity_images
-    from pipeline.fp16_emulation import fp16_context, fp16_execution
-    from pipeline.mixed_precision import mixed_precision_model
-    from pipeline.model import expected_keys, export_model
-    from pipeline.parity import DEFAULT_LIMITS
-    from serving.image import decode_image, preprocess
+        write_json_atomic(out, summary)
 
-    summary: dict[str, Any] = {"mode": mode, "device": device, "torch": torch.__version__}
-    if device == "cuda":
-        summary.update(gpu=torch.cuda.get_device_name(0), compute_capability="%d.%d" % torch.cuda.get_device_capability(0),
-                       cuda=torch.version.cuda)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    size = checkpoints.input_size(mode)
-    ckpt = checkpoints.resolve(checkpoint, mode)
-    state = checkpoints.load_state_dict(ckpt, expected_keys())
-    summary.update(size=list(size), checkpoint=ckpt.source, production_weights=ckpt.production_ready)
-    cases = parity_images.default_set()[:images] if images else parity_images.default_set()
-    tensors = [torch.from_numpy(preprocess(decode_image(c.data), size)).to(device) for c in cases]
-    summary["images"] = [c.name for c in cases]
 
-    eager = export_model(state, size).to(device)
-    with torch.no_grad():
-        references = [eager(t).float().cpu().numpy()[0, 0] for t in tensors]
-        summary["fp32_eager"] = {"latency_ms": median_ms(lambda: eager(tensors[0]), sync, repeats)}
-        mixed = mixed_precision_model(state, size).to(device)
-        how = fp16_execution(device, fp16_mode)
-
-        def run_mixed(tensor):
-            with fp16_context(how):
-                return mixed(tensor)
-
-        outputs = [run_mixed(t).float().cpu().numpy()[0, 0] for t in tensors]
-        summary["fp16_islands"] = {"execution": how.as_dict(),
-                                   "latency_ms": median_ms(lambda: run_mixed(tensors[0]), sync, repeats),
-                                   **parity(outputs, references, DEFAULT_LIMITS["fp16"]["model"])}
-        mixed = None  # free the GPU memory before the next model
-
-        with tempfile.TemporaryDirectory() as work:
-            path = Path(work) / "model.ts"
-            start = time.perf_counter()
-            torch.jit.trace(eager, tensors[0], check_trace=False).save(str(path))
-            traced_s = time.perf_counter() - start
-            start = time.perf_counter()
-            loaded = torch.jit.load(str(path), map_location=device)
-            load_s = time.perf_counter() - start
-            outputs = [loaded(t).float().cpu().numpy()[0, 0] for t in tensors]
-            summary["torchscript"] = {"trace_and_save_s": round(traced_s, 2), "load_s": round(load_s, 2),
-                                      "latency_ms": median_ms(lambda: loaded(tensors[0]), sync, repeats),
-                                      **parity(outputs, references, DEFAULT_LIMITS["fp32"]["model"])}
-            loaded = None
-    summary["tensorrt"] = tensorrt_check(state, size, tensors, references, repeats) if device == "cuda" else {
-        "skipped": "TensorRT needs a CUDA device"}
+def run_stages(stages: list[tuple[str, Callable[[], dict[str, Any]]]], summary: dict[str, Any],
+               out: Path | None) -> dict[str, Any]:
+    """Run each stage, catching its error into the summary, which is written after every stage."""
+    for name, stage in stages:
+        start = time.perf_counter()
+        try:
+            result = stage()
+        except Exception as exc:  # a failed stage must not lose the others' figures
+            result = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                      "traceback": traceback.format_exc(limit=4).splitlines()[-6:]}
+        summary[name] = {**result, "stage_s": round(time.perf_counter() - start, 2)}
+        write_summary(summary, out)
     return summary
 
 
-def tensorrt_check(state, size, tensors, references, repeats: int) -> dict[str, Any]:
-    from pipeline.parity import DEFAULT_LIMITS
-    from pipeline.tensorrt_engine import TensorRTOptions, build, unavailable_reason
+class Check:
+    """The state the stages share: model weights, inputs, references."""
 
-    reason = unavailable_reason()
-    if reason:
-        return {"skipped": reason}
+    def __init__(self, mode: str, checkpoint: str, device: str, images: int | None, repeats: int, fp16_mode: str,
+                 engine_budget: float):
+        import torch
+
+        from pipeline import checkpoint as checkpoints
+        from pipeline import parity_images
+        from pipeline.model import expected_keys
+        from serving.image import decode_image, preprocess
+
+        self.torch, self.device, self.repeats = torch, device, repeats
+        self.fp16_mode, self.engine_budget = fp16_mode, engine_budget
+        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self.size = checkpoints.input_size(mode)
+        self.ckpt = checkpoints.resolve(checkpoint, mode)
+        self.state = checkpoints.load_state_dict(self.ckpt, expected_keys())
+        cases = parity_images.default_set()[:images] if images else parity_images.default_set()
+        self.names = [c.name for c in cases]
+        self.inputs = [preprocess(decode_image(c.data), self.size) for c in cases]
+        self.tensors = [torch.from_numpy(x).to(device) for x in self.inputs]
+        self.references: list[np.ndarray] = []
+        self.eager = None
+
+    def header(self) -> dict[str, Any]:
+        torch = self.torch
+        info = {"device": self.device, "torch": torch.__version__, "size": list(self.size),
+                "checkpoint": self.ckpt.source, "production_weights": self.ckpt.production_ready,
+                "images": self.names}
+        if self.device == "cuda":
+            info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
+                        compute_capability="%d.%d" % torch.cuda.get_device_capability(0))
+        return info
+
+    def fp32_eager(self) -> dict[str, Any]:
+        from pipeline.model import export_model
+
+        self.eager = export_model(self.state, self.size).to(self.device)
+        with self.torch.no_grad():
+            self.references = [self.eager(t).float().cpu().numpy()[0, 0] for t in self.tensors]
+            return {"latency_ms": median_ms(lambda: self.eager(self.tensors[0]), self.sync, self.repeats)}
+
+    def fp16_islands(self) -> dict[str, Any]:
+        from pipeline.fp16_emulation import fp16_context, fp16_execution
+        from pipeline.mixed_precision import mixed_precision_model
+        from pipeline.parity import DEFAULT_LIMITS
+
+        mixed = mixed_precision_model(self.state, self.size).to(self.device)
+        how = fp16_execution(self.device, self.fp16_mode)
+
+        def run(tensor):
+            with self.torch.no_grad(), fp16_context(how):
+                return mixed(tensor)
+
+        outputs = [run(t).float().cpu().numpy()[0, 0] for t in self.tensors]
+        return {"execution": how.as_dict(), "latency_ms": median_ms(lambda: run(self.tensors[0]), self.sync, self.repeats),
+                **parity(outputs, self.references, DEFAULT_LIMITS["fp16"]["model"])}
+
+    def torchscript(self) -> dict[str, Any]:
+        from pipeline.parity import DEFAULT_LIMITS
+
+        torch = self.torch
+        with tempfile.TemporaryDirectory() as work, torch.no_grad():
+            path = Path(work) / "model.ts"
+            start = time.perf_counter()
+            torch.jit.trace(self.eager, self.tensors[0], check_trace=False).save(str(path))
+            traced_s = time.perf_counter() - start
+            start = time.perf_counter()
+            loaded = torch.jit.load(str(path), map_location=self.device)
+            load_s = time.perf_counter() - start
+            outputs = [loaded(t).float().cpu().numpy()[0, 0] for t in self.tensors]
+            return {"trace_and_save_s": round(traced_s, 2), "load_s": round(load_s, 2),
+                    "latency_ms": median_ms(lambda: loaded(self.tensors[0]), self.sync, self.repeats),
+                    **parity(outputs, self.references, DEFAULT_LIMITS["fp32"]["model"])}
+
+    def tensorrt(self) -> dict[str, Any]:
+        from pipeline.tensorrt_engine import unavailable_reason
+
+        if self.device != "cuda":
+            return {"skipped": "TensorRT needs a CUDA device"}
+        reason = unavailable_reason()
+        if reason:
+            return {"skipped": reason}
+        from pipeline.onnx_fp16 import FILE, export_fp16_onnx
+
+        with tempfile.TemporaryDirectory() as work:
+            work_dir = Path(work)
+            start = time.perf_counter()
+            export_fp16_onnx(self.state, self.size, self.torch.from_numpy(self.inputs[0]), work_dir / FILE)
+            export_s = time.perf_counter() - start
+            np.savez(work_dir / "cases.npz", inputs=np.concatenate(self.inputs), references=np.stack(self.references))
+            try:
+                subprocess.run([sys.executable, "-m", "pipeline.gpu_check", "--engine-stage", str(work_dir),
+                                "--repeats", str(self.repeats)], timeout=self.engine_budget, check=False)
+            except subprocess.TimeoutExpired:
+                return {"onnx_export_s": round(export_s, 1),
+                        "error": f"engine build and check exceeded their budget of {self.engine_budget:.0f} s"}
+            result_path = work_dir / "engine.json"
+            if not result_path.is_file():
+                return {"onnx_export_s": round(export_s, 1), "error": "the engine stage died without a result"}
+            return {"onnx_export_s": round(export_s, 1), **json.loads(result_path.read_text())}
+
+
+def engine_stage(work_dir: Path, repeats: int) -> dict[str, Any]:
+    """Child process: build the engine from work_dir's ONNX graph, check it through the serving backend."""
+    from pipeline.onnx_fp16 import FILE
+    from pipeline.tensorrt_engine import TensorRTOptions, build
+
+    result: dict[str, Any] = {}
+
+    def save() -> None:
+        (work_dir / "engine.json").write_text(json.dumps(result, default=str))
+
+    cases = np.load(work_dir / "cases.npz")
+    inputs, references = cases["inputs"], cases["references"]
+    size = tuple(inputs.shape[2:])
+    path = work_dir / "model.plan"
+    start = time.perf_counter()
+    try:
+        fields = build(work_dir / FILE, size, TensorRTOptions(max_batch=ENGINE_MAX_BATCH), path)
+    except Exception as exc:
+        result["error"] = f"engine build failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        save()
+        return result
+    result.update(build_s=round(time.perf_counter() - start, 1), engine_mb=round(path.stat().st_size / 1e6, 1),
+                  precision_check=fields["precision_check"], target=fields["target"])
+    save()
+    try:
+        check_engine(work_dir, path, fields, inputs, references, size, repeats, result, save)
+    except Exception as exc:  # whatever failed, the figures so far stay in the result
+        result["error"] = f"engine check failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        save()
+    return result
+
+
+def check_engine(work_dir, path, fields, inputs, references, size, repeats, result, save) -> None:
+    """Load the engine through the serving backend: load time, latency, parity, graph replay vs plain."""
+    import os
+
+    from pipeline.parity import DEFAULT_LIMITS
     from serving.backends.tensorrt import TensorRTBackend
     from serving.bundle import Artifact, Bundle
 
-    with tempfile.TemporaryDirectory() as work:
-        path = Path(work) / "model.plan"
-        start = time.perf_counter()
-        fields = build(state, size, TensorRTOptions(max_batch=1), path)
-        build_s = time.perf_counter() - start
-        record = {"file": path.name, "sha256": "", "bytes": path.stat().st_size, "backend": "tensorrt",
-                  "precision": "fp16", "device": "cuda", "max_batch": 1, **fields}
-        artifact = Artifact.from_dict(record)
-        bundle = Bundle(root=Path(work), manifest={"input": {"shape": ["N", 3, *size]}}, artifacts=(artifact,))
-        start = time.perf_counter()
-        backend = TensorRTBackend(bundle, artifact)
-        load_s = time.perf_counter() - start
-        batches = [t.cpu().numpy() for t in tensors]
-        outputs = [backend.infer(b)[0, 0] for b in batches]
-        latency = median_ms(lambda: backend.infer(batches[0]), lambda: None, repeats)
-        backend.close()
-    return {"build_s": round(build_s, 1), "load_s": round(load_s, 2), "engine_mb": round(record["bytes"] / 1e6, 1),
-            "latency_ms": latency, "precision_check": fields["precision_check"], "target": fields["target"],
-            **parity(outputs, references, DEFAULT_LIMITS["fp16"]["model"])}
+    record = {"file": path.name, "sha256": "", "bytes": path.stat().st_size, "backend": "tensorrt",
+              "precision": "fp16", "device": "cuda", "max_batch": ENGINE_MAX_BATCH, **fields}
+    artifact = Artifact.from_dict(record)
+    bundle = Bundle(root=work_dir, manifest={"input": {"shape": ["N", 3, *size]}}, artifacts=(artifact,))
+    start = time.perf_counter()
+    backend = TensorRTBackend(bundle, artifact)
+    result["load_s"] = round(time.perf_counter() - start, 2)
+    outputs = [backend.infer(inputs[i : i + 1])[0, 0] for i in range(len(inputs))]
+    result["latency_ms"] = median_ms(lambda: backend.infer(inputs[:1]), lambda: None, repeats)
+    result.update(parity(outputs, list(references), DEFAULT_LIMITS["fp16"]["model"]))
+    save()
+    replayed = [backend.infer(np.repeat(inputs[:1], n, axis=0)) for n in REPLAY_BATCHES]
+    result["cuda_graphs"] = backend.describe().get("cuda_graphs")
+    backend.close()
+    os.environ["INSPYRENET_TRT_CUDA_GRAPHS"] = "0"
+    plain_backend = TensorRTBackend(bundle, artifact)
+    plain = [plain_backend.infer(np.repeat(inputs[:1], n, axis=0)) for n in REPLAY_BATCHES]
+    plain_backend.close()
+    result["graph_replay_vs_plain_max_abs"] = {
+        f"step{i}_batch{n}": float(np.abs(r - p).max()) for i, (n, r, p) in enumerate(zip(REPLAY_BATCHES, replayed, plain))}
+    save()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,20 +258,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--fp16-execution", default="auto", choices=("auto", "native", "emulated"),
                         help="on a CPU: native fp16 kernels or emulation (fp32 arithmetic, fp16 storage)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the summary here")
+    parser.add_argument("--engine-budget", type=float, default=240.0,
+                        help="seconds for the TensorRT stage (build and check) before it is stopped")
+    parser.add_argument("--out", type=Path, default=None, help="also write the summary here, after every stage")
+    parser.add_argument("--engine-stage", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.engine_stage is not None:
+        engine_stage(args.engine_stage, args.repeats)
+        return 0
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device visible to PyTorch"}))
         return 2
     start = time.perf_counter()
-    summary = run(args.mode, args.checkpoint, args.device, args.images, args.repeats, args.fp16_execution)
+    check = Check(args.mode, args.checkpoint, args.device, args.images, args.repeats, args.fp16_execution,
+                  args.engine_budget)
+    summary: dict[str, Any] = {"mode": args.mode, **check.header()}
+    write_summary(summary, args.out)
+    run_stages([("fp32_eager", check.fp32_eager), ("fp16_islands", check.fp16_islands),
+                ("torchscript", check.torchscript), ("tensorrt", check.tensorrt)], summary, args.out)
     summary["total_s"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(summary, indent=2, default=str)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_summary(summary, args.out)
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 

@@ -141,32 +141,38 @@ class Case:
     decoded: Any  # PIL image
 
 
+def checkpoint_state(bundle: Bundle):
+    """(resolved checkpoint, state dict) of the bundle's own checkpoint, its sha256 checked (needs torch)."""
+    from pipeline import checkpoint as checkpoints
+    from pipeline.model import expected_keys
+
+    record = bundle.manifest["checkpoint"]
+    ckpt = checkpoints.resolve(record["source"], bundle.mode)
+    if ckpt.sha256 != record["sha256"]:
+        raise BuildError(
+            f"checkpoint {record['source']} now has sha256 {ckpt.sha256[:12]}..., the bundle was built from "
+            f"{record['sha256'][:12]}...: cannot compute its references"
+        )
+    return ckpt, checkpoints.load_state_dict(ckpt, expected_keys())
+
+
 class References:
     """The eager model and transparent-background's Remover, built from the bundle's checkpoint."""
 
     def __init__(self, bundle: Bundle):
         import torch
 
-        from pipeline import checkpoint as checkpoints
-        from pipeline.model import expected_keys, export_model
+        from pipeline.model import export_model
 
         self.torch = torch
-        record = bundle.manifest["checkpoint"]
-        ckpt = checkpoints.resolve(record["source"], bundle.mode)
-        if ckpt.sha256 != record["sha256"]:
-            raise BuildError(
-                f"checkpoint {record['source']} now has sha256 {ckpt.sha256[:12]}..., the bundle was built from "
-                f"{record['sha256'][:12]}...: cannot compute its references"
-            )
-        self.state_dict = checkpoints.load_state_dict(ckpt, expected_keys())
+        self.checkpoint, self.state_dict = checkpoint_state(bundle)
         self.model_size = bundle.input_size
         self.model = export_model(self.state_dict, bundle.input_size)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             from transparent_background import Remover
 
-            self.remover = Remover(mode=bundle.mode, ckpt=str(ckpt.path), device="cpu")
-        self.checkpoint = ckpt
+            self.remover = Remover(mode=bundle.mode, ckpt=str(self.checkpoint.path), device="cpu")
 
     def case(self, image: ParityImage, size: tuple[int, int]) -> Case:
         decoded = decode_image(image.data)
@@ -182,7 +188,8 @@ class References:
 def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: dict[str, dict[str, Limits]],
                 on_output: Callable[[str, Case, np.ndarray, np.ndarray], None] | None = None) -> dict[str, Any]:
     """Parity of one artifact over all cases; a backend this machine cannot run is 'skipped'."""
-    entry: dict[str, Any] = {"backend": artifact.backend, "precision": artifact.precision, "file": artifact.file}
+    entry: dict[str, Any] = {"backend": artifact.backend, "label": artifact.label, "precision": artifact.precision,
+                             "file": artifact.file, "role": artifact.role}
     reason = runtime_missing(artifact)
     backend = None
     if reason is None:
@@ -200,8 +207,9 @@ def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: d
         backend.close()
 
 
-def run_fp16_islands(references: References, cases: list[Case], limits: dict[str, dict[str, Limits]],
-                     on_output: Callable | None = None, execution: str = "auto") -> dict[str, Any]:
+def run_fp16_islands(state_dict, model_size: tuple[int, int], cases: list[Case],
+                     limits: dict[str, dict[str, Limits]], on_output: Callable | None = None,
+                     execution: str = "auto") -> dict[str, Any]:
     """Parity of the fp16-with-fp32-islands PyTorch model (the TensorRT export graph) on CPU.
 
     The overflow check that needs no GPU: the same graph TensorRT builds, run
@@ -212,13 +220,14 @@ def run_fp16_islands(references: References, cases: list[Case], limits: dict[str
     'emulated') chooses. Informative: it serves nothing, so it does not gate
     the bundle.
     """
+    import torch
+
     from pipeline.fp16_emulation import fp16_context, fp16_execution
     from pipeline.mixed_precision import mixed_precision_model
 
-    torch = references.torch
-    model = mixed_precision_model(references.state_dict, references.model_size)
+    model = mixed_precision_model(state_dict, model_size)
     how = fp16_execution("cpu", execution)
-    entry = {"backend": FP16_ISLANDS, "precision": "fp16", "file": None, "device": "cpu",
+    entry = {"backend": FP16_ISLANDS, "label": FP16_ISLANDS, "precision": "fp16", "file": None, "device": "cpu",
              "limits_class": "fp16", "reference_only": True, "execution": how.as_dict()}
 
     def infer(tensor: np.ndarray) -> np.ndarray:
@@ -250,7 +259,7 @@ def score(entry: dict[str, Any], cases: list[Case], infer: Callable[[np.ndarray]
         entry["results"].append({"image": case.image.name, "latency_ms": latency_ms, "metrics": metrics,
                                  "passed": not problems, "failures": problems})
         if on_output is not None:
-            on_output(entry["backend"], case, output, served)
+            on_output(entry["label"], case, output, served)
     bad = [r for r in entry["results"] if not r["passed"]]
     entry["status"] = "failed" if bad else "passed"
     entry["latency_ms_median"] = float(np.median([r["latency_ms"] for r in entry["results"]]))
@@ -267,35 +276,49 @@ def score(entry: dict[str, Any], cases: list[Case], infer: Callable[[np.ndarray]
     return entry
 
 
-def validate(bundle_dir: Path, images: list[ParityImage], limits: dict[str, dict[str, Limits]],
-             stages, on_output: Callable | None = None,
-             fp16_islands: bool = True, fp16_mode: str = "auto") -> tuple[dict[str, Any], list[Case]]:
-    """Run parity for every artifact of the bundle; return the report and its cases (nothing written)."""
+def validate(bundle_dir: Path, images: list[ParityImage] | None, limits: dict[str, dict[str, Limits]],
+             stages, on_output: Callable | None = None, fp16_islands: bool = True,
+             fp16_mode: str = "auto") -> tuple[dict[str, Any], list[Case], str]:
+    """Run parity for every artifact of the bundle; return the report, its cases and where the references came from.
+
+    ``images`` None means the default parity set: the references stored in the
+    bundle are used when it has them (no torch or transparent-background
+    needed), otherwise they are computed. Nothing is written.
+    """
+    from pipeline import parity_images, parity_references
     from pipeline.environment import build_environment
 
     stage = stages.stage
     with stage("verify bundle") as s:
         bundle = load_bundle(bundle_dir, verify=True)
         s.detail = f"{len(bundle.artifacts)} artifacts"
+    state_dict = None
     with stage("references", long=True) as s:
-        references = References(bundle)
-        cases = []
-        for image in images:
-            try:
-                cases.append(references.case(image, bundle.input_size))
-            except ImageError as exc:
-                raise BuildError(f"parity image {image.name!r} cannot be decoded: {exc}") from None
-        s.detail = f"{len(cases)} images, eager model + Remover"
+        cases = parity_references.load(bundle) if images is None else None
+        if cases is not None:
+            source = "stored in the bundle"
+            s.detail = f"{len(cases)} images, {source}"
+        else:
+            source = "computed (eager model + Remover)"
+            references = References(bundle)
+            state_dict = references.state_dict
+            cases = []
+            for image in images if images is not None else parity_images.default_set():
+                try:
+                    cases.append(references.case(image, bundle.input_size))
+                except ImageError as exc:
+                    raise BuildError(f"parity image {image.name!r} cannot be decoded: {exc}") from None
+            s.detail = f"{len(cases)} images, {source}"
     backends = []
     for artifact in bundle.artifacts:
-        with stage(f"parity {artifact.backend}", long=True) as s:
+        with stage(f"parity {artifact.label}", long=True) as s:
             result = run_backend(bundle, artifact, cases, limits, on_output)
             s.detail = result["status"] + (f": {result.get('reason') or result.get('summary')}")
         backends.append(result)
     if fp16_islands:
         with stage("parity pytorch fp16 islands (cpu)", long=True) as s:
-            result = run_fp16_islands(references, cases, limits, on_output, fp16_mode)
-            s.detail = f"{result['status']}: {result['summary']}"
+            result = fp16_islands_row(bundle, state_dict, cases, limits, on_output, fp16_mode)
+            s.detail = f"{result['status']}: {result.get('summary') or result.get('reason')}"
         backends.append(result)
     ran = [b for b in backends if b["status"] != "skipped" and not b.get("reference_only")]
     report = {
@@ -304,10 +327,24 @@ def validate(bundle_dir: Path, images: list[ParityImage], limits: dict[str, dict
         "checkpoint": bundle.manifest["checkpoint"],
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "environment": build_environment(),
+        "references": source,
         "limits": {cls: {ref: asdict(lim) for ref, lim in refs.items()} for cls, refs in limits.items()},
         "images": [{"name": c.image.name, "note": c.image.note, "height": c.size[0], "width": c.size[1]}
                    for c in cases],
         "backends": backends,
         "passed": bool(ran) and all(b["status"] == "passed" for b in ran),
     }
-    return report, cases
+    return report, cases, source
+
+
+def fp16_islands_row(bundle: Bundle, state_dict, cases: list[Case], limits, on_output, fp16_mode: str):
+    """The PyTorch fp16 row; skipped, with the reason, where torch is not installed."""
+    entry = {"backend": FP16_ISLANDS, "label": FP16_ISLANDS, "precision": "fp16", "file": None,
+             "reference_only": True}
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return {**entry, "status": "skipped", "reason": "needs torch, which is not installed here"}
+    if state_dict is None:
+        state_dict = checkpoint_state(bundle)[1]
+    return run_fp16_islands(state_dict, bundle.input_size, cases, limits, on_output, fp16_mode)

@@ -86,13 +86,14 @@ def render_html(report: dict[str, Any], sink: ImageSink) -> str:
            f"<p>{html.escape(report['bundle'])} &middot; mode {report['mode']} &middot; checkpoint "
            f"{html.escape(report['checkpoint']['source'])} &middot; {report['created_at']}</p>",
            f"<div class='banner {verdict}'>Overall: <span class='{verdict}'>{verdict.upper()}</span></div>",
+           f"<p>References: {html.escape(str(report.get('references', 'computed')))}</p>",
            "<h2>Backends</h2><table><tr><th>backend</th><th>precision</th><th>device</th><th>status</th>"
            "<th>summary</th><th>worst max |diff| (model)</th><th>worst IoU (end to end)</th>"
            "<th>median latency ms</th></tr>"]
     for b in report["backends"]:
         worst = b.get("worst", {})
         out.append(
-            f"<tr><td>{b['backend']}</td><td>{b['precision']}</td><td>{b.get('device', '-')}</td>"
+            f"<tr><td>{b.get('label', b['backend'])}</td><td>{b['precision']}</td><td>{b.get('device', '-')}</td>"
             f"<td class='{b['status']}'>{b['status']}</td>"
             f"<td>{html.escape(b.get('summary') or b.get('reason') or '')}</td>"
             f"<td>{_fmt(worst['model']['max_abs']) if worst else '-'}</td>"
@@ -118,7 +119,7 @@ def render_html(report: dict[str, Any], sink: ImageSink) -> str:
             out.append(f"<figure><img src='{sink.files[(name, key)]}' alt='{caption}'>"
                        f"<figcaption>{caption}</figcaption></figure>")
         for b in ran:
-            for key, caption in ((b["backend"], f"{b['backend']} mask"), (f"{b['backend']}-diff", "diff")):
+            for key, caption in ((b["label"], f"{b['label']} mask"), (f"{b['label']}-diff", "diff")):
                 if (name, key) in sink.files:
                     out.append(f"<figure><img src='{sink.files[(name, key)]}' alt='{caption}'>"
                                f"<figcaption>{caption}</figcaption></figure>")
@@ -129,7 +130,7 @@ def render_html(report: dict[str, Any], sink: ImageSink) -> str:
             for ref in ("model", "end_to_end"):
                 m = result["metrics"][ref]
                 verdict = "passed" if not any(f.startswith(ref) for f in result["failures"]) else "failed"
-                out.append(f"<tr><td>{b['backend']} / {ref}</td><td>{_fmt(m['mean_abs'])}</td>"
+                out.append(f"<tr><td>{b['label']} / {ref}</td><td>{_fmt(m['mean_abs'])}</td>"
                            f"<td>{_fmt(m['p999_abs'])}</td><td>{_fmt(m['max_abs'])}</td><td>{_fmt(m['iou'])}</td>"
                            f"<td>{_fmt(m['off_share'])}</td><td>{m['nonfinite']}</td>"
                            f"<td>{result['latency_ms']:.0f}</td><td class='{verdict}'>{verdict}</td></tr>")
@@ -143,16 +144,20 @@ def write_reports(report: dict[str, Any], sink: ImageSink, report_dir: Path) -> 
     write_bytes_atomic(report_dir / "report.html", render_html(report, sink).encode("utf-8"))
 
 
-def record_in_manifest(bundle_dir: Path, report: dict[str, Any], report_dir: Path) -> None:
-    """Each artifact's parity summary goes into the manifest, so the server can refuse a failed one."""
+def record_in_manifest(bundle_dir: Path, report: dict[str, Any], report_dir: Path,
+                       references: dict[str, Any] | None = None) -> None:
+    """Each artifact's parity summary goes into the manifest, so the server can refuse a failed one.
+
+    ``references``: the stored parity references' record (pipeline.parity_references), when new.
+    """
     manifest = read_manifest(bundle_dir)
     try:
         report_path = os.path.relpath(report_dir / "report.json", bundle_dir)
     except ValueError:
         report_path = str(report_dir / "report.json")
-    by_backend = {b["backend"]: b for b in report["backends"]}
+    by_file = {b["file"]: b for b in report["backends"] if b.get("file")}
     for artifact in manifest["artifacts"]:
-        result = by_backend.get(artifact["backend"])
+        result = by_file.get(artifact["file"])
         if result is None:
             continue
         artifact["parity"] = {
@@ -161,18 +166,24 @@ def record_in_manifest(bundle_dir: Path, report: dict[str, Any], report_dir: Pat
             "limits_class": result.get("limits_class"),
             "checked_at": report["created_at"],
             "device": result.get("device"),
+            "references": report.get("references"),
             "report": report_path,
         }
     manifest["validation"] = {"status": "passed" if report["passed"] else "failed",
-                              "checked_at": report["created_at"], "report": report_path}
-    islands = by_backend.get(FP16_ISLANDS)
-    if islands is not None:
+                              "checked_at": report["created_at"], "references": report.get("references"),
+                              "report": report_path}
+    islands = next((b for b in report["backends"] if b["backend"] == FP16_ISLANDS), None)
+    if islands is not None and islands["status"] != "skipped":
         manifest["validation"]["fp16_islands"] = {
             "status": islands["status"], "summary": islands["summary"], "device": islands["device"],
             "worst_model_max_abs": islands["worst"]["model"]["max_abs"],
             "execution": islands["execution"],
             "note": "the TensorRT fp16 graph run by PyTorch (fp16 storage; see execution); informative, gates nothing",
         }
+    elif islands is not None:
+        manifest["validation"]["fp16_islands"] = {"status": "skipped", "reason": islands["reason"]}
+    if references is not None:
+        manifest["parity_references"] = references
     write_json_atomic(bundle_dir / MANIFEST_NAME, manifest)
 
 
@@ -184,7 +195,7 @@ def summary_table(report: dict[str, Any]) -> Table:
         worst = b.get("worst")
         style = {"passed": "green", "failed": "red", "skipped": "yellow"}[b["status"]]
         table.add_row(
-            b["backend"], f"[{style}]{b['status']}[/{style}]",
+            b.get("label", b["backend"]), f"[{style}]{b['status']}[/{style}]",
             _fmt(worst["model"]["max_abs"]) if worst else "-",
             _fmt(worst["end_to_end"]["p999_abs"]) if worst else "-",
             _fmt(worst["end_to_end"]["iou"]) if worst else "-",

@@ -95,22 +95,46 @@ def test_scheduler_refuses_bad_arguments(gcloud_stub, args, words):
     assert not log.exists()  # nothing was scheduled
 
 
-def test_build_job_runs_the_build_image_on_an_l4():
+def test_build_job_runs_the_gpu_engine_step_on_an_l4():
     template = string.Template((REPO / "deploy" / "cloudrun" / "build-job.yaml").read_text())
     job = yaml.safe_load(template.substitute(
         JOB="engines", BUILD_IMAGE="europe-docker.pkg.dev/p/r/build:1", PUBLISH_URI="gs://b/bundles",
-        SERVICE_ACCOUNT="builder@p.iam.gserviceaccount.com", CHECKPOINT="official"))
+        SOURCE_URI="gs://b/bundles/cpu", SERVICE_ACCOUNT="builder@p.iam.gserviceaccount.com"))
     assert job["kind"] == "Job" and job["apiVersion"] == "run.googleapis.com/v1"
     task = job["spec"]["template"]["spec"]["template"]
     spec = task["spec"]
     assert spec["nodeSelector"]["run.googleapis.com/accelerator"] == "nvidia-l4"
-    assert task["metadata"]["annotations"]["run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"
-    assert spec["maxRetries"] == 0 and spec["timeoutSeconds"] >= 3600
+    execution = job["spec"]["template"]["metadata"]["annotations"]
+    assert execution["run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"
+    assert spec["maxRetries"] == 0 and spec["timeoutSeconds"] >= 1800
     container = spec["containers"][0]
     assert container["image"] == "europe-docker.pkg.dev/p/r/build:1"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert container["args"] == ["base", "fast"]  # the build image's entrypoint builds with --require-tensorrt
+    assert container["args"] == ["base", "fast"]  # scripts/build-engines.sh: build-engine --require-tensorrt
     env = {item["name"]: item["value"] for item in container["env"]}
-    assert env["PUBLISH_URI"] == "gs://b/bundles" and env["CHECKPOINT"] == "official"
+    assert env["PUBLISH_URI"] == "gs://b/bundles" and env["SOURCE_URI"] == "gs://b/bundles/cpu"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert env["OUT_DIR"] in mounts
+
+
+def test_gcloud_parses_the_build_job(tmp_path):
+    """gcloud itself reads the rendered job: with no configuration it parses the file, then asks for a project."""
+    import shutil
+    import subprocess
+
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        pytest.skip("gcloud is not installed here")
+    template = string.Template((REPO / "deploy" / "cloudrun" / "build-job.yaml").read_text())
+    rendered = tmp_path / "job.yaml"
+    rendered.write_text(template.substitute(
+        JOB="engines", BUILD_IMAGE="europe-docker.pkg.dev/p/r/build:1", PUBLISH_URI="gs://b/bundles",
+        SOURCE_URI="gs://b/bundles/cpu", SERVICE_ACCOUNT="builder@p.iam.gserviceaccount.com"))
+    config = tmp_path / "gcloud-config"
+    config.mkdir()
+    result = subprocess.run([gcloud, "run", "jobs", "replace", str(rendered), "--region", "europe-west4"],
+                            capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "CLOUDSDK_CONFIG": str(config), "HOME": str(tmp_path)})
+    assert result.returncode != 0  # no credentials and no project here
+    assert "Failed to parse" not in result.stderr, result.stderr
+    assert "namespacesId" in result.stderr or "project" in result.stderr.lower(), result.stderr

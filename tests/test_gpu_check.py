@@ -22,13 +22,39 @@ def gpu_check(*args: str, timeout: float) -> dict:
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_end_to_end_on_cpu(session_cache):
-    summary = gpu_check("--device", "cpu", "--mode", "fast", "--images", "1", "--repeats", "1", timeout=600)
+def test_gpu_check_runs_end_to_end_on_cpu(session_cache, tmp_path):
+    out = tmp_path / "gpu-check.json"
+    summary = gpu_check("--device", "cpu", "--mode", "fast", "--images", "1", "--repeats", "1", "--out", str(out),
+                        timeout=600)
     assert summary["size"] == [384, 384] and summary["images"] == ["astronaut"]
     islands = summary["fp16_islands"]
     assert islands["worst"]["nonfinite"] == 0 and 0 < islands["worst"]["max_abs"] < 0.15
+    assert islands["execution"]["mode"] in ("native", "emulated") and islands["execution"]["cpu_capability"]
     assert summary["torchscript"]["worst"]["max_abs"] == 0.0 and summary["torchscript"]["load_s"] > 0
     assert "skipped" in summary["tensorrt"]
+    assert all("stage_s" in summary[stage] for stage in ("fp32_eager", "fp16_islands", "torchscript", "tensorrt"))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(summary))  # the file has the last state
+
+
+def test_a_failing_stage_is_recorded_and_the_others_still_run(tmp_path):
+    """Each stage's error goes into the JSON, which is on disk after every stage."""
+    from pipeline.gpu_check import run_stages
+
+    out = tmp_path / "summary.json"
+    seen_on_disk = []
+
+    def broken():
+        raise RuntimeError("engine build exploded\nsecond line")
+
+    def after():
+        seen_on_disk.append(json.loads(out.read_text()))
+        return {"ok": True}
+
+    summary = run_stages([("first", lambda: {"value": 1}), ("broken", broken), ("after", after)], {}, out)
+    assert summary["broken"]["error"] == "RuntimeError: engine build exploded"
+    assert summary["after"]["ok"] is True and summary["first"]["value"] == 1
+    assert seen_on_disk[0]["broken"]["error"].startswith("RuntimeError") and "after" not in seen_on_disk[0]
+    assert json.loads(out.read_text())["after"]["ok"] is True
 
 
 @pytest.mark.gpu

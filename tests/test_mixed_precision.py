@@ -112,8 +112,6 @@ def planted_overflow(state: dict[str, torch.Tensor], scale: float = 2.0**15) -> 
 
 def test_fp16_check_reports_a_planted_overflow(state, eager_model, photo_batch):
     """The validation's fp16 row, emulated, catches an activation past fp16's range that fp32 does not see."""
-    from types import SimpleNamespace
-
     from pipeline import parity_images
     from pipeline.model import export_model
     from pipeline.parity import DEFAULT_LIMITS, Case, run_fp16_islands
@@ -129,8 +127,7 @@ def test_fp16_check_reports_a_planted_overflow(state, eager_model, photo_batch):
     case = Case(image, FAST_SIZE, x, reference, mask_to_uint8(reference), None)
 
     def check(weights):
-        references = SimpleNamespace(torch=torch, state_dict=weights, model_size=FAST_SIZE)
-        return run_fp16_islands(references, [case], DEFAULT_LIMITS, execution="emulated")
+        return run_fp16_islands(weights, FAST_SIZE, [case], DEFAULT_LIMITS, execution="emulated")
 
     result = check(planted)
     assert result["execution"]["mode"] == "emulated"

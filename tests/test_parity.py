@@ -20,9 +20,10 @@ def test_build_validates_and_records_parity(fast_bundle):
     assert manifest["validation"]["status"] == "passed"
     for artifact in manifest["artifacts"]:
         assert artifact["parity"]["status"] == "passed", artifact["parity"]
-        assert artifact["parity"]["limits_class"] == "fp32"
+        assert artifact["parity"]["limits_class"] == artifact["precision"]  # fp32, or fp16 for model.fp16.onnx
     report = json.loads((fast_bundle / "parity" / "report.json").read_text())
-    assert report["passed"] is True
+    assert report["passed"] is True and report["references"].startswith("computed")
+    assert manifest["parity_references"]["checkpoint_sha256"] == manifest["checkpoint"]["sha256"]
     names = {image["name"] for image in report["images"]}
     assert {"astronaut", "chelsea", "all-black", "all-white", "tiny-16x16", "wide-4000x300", "grayscale",
             "rgba-transparent", "noise"} <= names
@@ -79,9 +80,9 @@ def validate_fails_on_torchscript(bundle: Path, images: Path, metric_words: tupl
     result = run_cli("validate", str(bundle), "--images", str(images))
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads((bundle / "parity" / "report.json").read_text())
-    by_backend = {b["backend"]: b for b in report["backends"]}
-    assert by_backend["onnxruntime"]["status"] == "passed"
-    failed = by_backend["torchscript"]
+    by_label = {b["label"]: b for b in report["backends"]}
+    assert by_label["onnxruntime"]["status"] == "passed" and by_label["onnxruntime-fp16"]["status"] == "passed"
+    failed = by_label["torchscript"]
     assert failed["status"] == "failed"
     every_failure = " ".join(f for result in failed["results"] for f in result["failures"])
     assert any(word in every_failure for word in metric_words), every_failure
@@ -90,8 +91,8 @@ def validate_fails_on_torchscript(bundle: Path, images: Path, metric_words: tupl
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: parity failed: torchscript (") and "onnxruntime" not in error
     manifest = json.loads((bundle / "manifest.json").read_text())
-    parity = {a["backend"]: a["parity"]["status"] for a in manifest["artifacts"]}
-    assert parity == {"torchscript": "failed", "onnxruntime": "passed"}
+    parity = {a["file"]: a["parity"]["status"] for a in manifest["artifacts"]}
+    assert parity == {"model.ts": "failed", "model.onnx": "passed", "model.fp16.onnx": "passed"}
     return failed
 
 
@@ -179,3 +180,41 @@ def test_server_never_picks_an_artifact_that_failed_parity(fast_bundle, tmp_path
         candidates(bundle, "onnxruntime")
     result = run_cli("serve", "--artifacts", str(copy), "--backend", "onnxruntime", "--port", "18999")
     assert result.returncode == 1 and "failed parity" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stored_references_match_the_model_and_validate_without_torch(fast_bundle, tmp_path, eager_model):
+    """The GPU engine step validates with the references the CPU build stored: no torch, no Remover."""
+    from pipeline.parity_references import load
+    from serving.bundle import load_bundle
+    from tests.test_serving_without_torch import run_without_torch
+
+    cases = load(load_bundle(fast_bundle, verify=False))
+    assert len(cases) == 12 and cases[0].model_reference.shape == FAST_SIZE
+    with torch.no_grad():
+        eager = eager_model(torch.from_numpy(cases[0].tensor)).numpy()[0, 0]
+    assert float(np.abs(cases[0].model_reference - eager).max()) < 1e-5  # uint16 storage: under 8e-6
+
+    copy = linked_copy(fast_bundle, tmp_path / "bundle")
+    result = run_without_torch(f"""
+        import sys
+        from pipeline.cli import main
+        sys.argv = ["inspyrenet", "validate", {str(copy)!r}]
+        main()
+    """)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "parity references: stored in the bundle" in result.stderr
+    report = json.loads((copy / "parity" / "report.json").read_text())
+    assert report["references"] == "stored in the bundle" and report["passed"] is True
+    islands = next(b for b in report["backends"] if b["backend"] == "pytorch-fp16-islands")
+    assert islands["status"] == "skipped" and "needs torch" in islands["reason"]
+
+
+def test_tampered_stored_references_are_refused(fast_bundle, tmp_path):
+    copy = linked_copy(fast_bundle, tmp_path / "bundle")
+    masks = copy / "parity" / "references" / "masks.npz"
+    data = bytearray(masks.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    masks.write_bytes(bytes(data))
+    result = run_cli("validate", str(copy), "--no-fp16-islands")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "does not match its sha256" in result.stderr.strip().splitlines()[-1]

@@ -65,12 +65,6 @@ def test_export_graph_has_fp32_islands_and_explicit_casts(program):
     assert inputs and inputs[0].meta["val"].dtype == torch.float32
 
 
-def test_export_graph_fits_the_engine_binding_names(program):
-    from pipeline.tensorrt_engine import binding_names_problem
-
-    assert binding_names_problem(program) is None
-
-
 def test_exported_graph_runs_any_batch_like_the_model(program, mixed, photo_batch):
     from pipeline.fp16_emulation import Fp16Emulation
 

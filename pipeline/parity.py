@@ -48,8 +48,9 @@ class Limits:
 
 
 # fp32 limits: about 4x the worst seen on the synthetic fast bundle over the default
-# parity set (ONNX Runtime CPU: mean 1.2e-5, p99.9 8.1e-5, max 1.4e-4; end to end
-# at most one 8-bit level, IoU >= 0.99997).
+# parity set on the two CPUs measured (ONNX Runtime CPU: Intel Xeon mean 1.2e-5,
+# p99.9 8.1e-5, max 1.4e-4; AMD EPYC mean 4.0e-5, p99.9 2.7e-4, max 4.3e-4, since
+# its kernels sum in another order; end to end at most one 8-bit level, IoU >= 0.9999).
 # fp16 limits: about 2x the worst of the fp16-with-fp32-islands graph (the one
 # TensorRT builds) run by PyTorch on CPU with emulated fp16 (fp32 arithmetic, fp16
 # storage), synthetic fast checkpoint, default set: mean 1.2e-2, p99.9 0.154,
@@ -64,7 +65,7 @@ class Limits:
 NOT_GATED = 1.0
 DEFAULT_LIMITS: dict[str, dict[str, Limits]] = {
     "fp32": {
-        "model": Limits(max_mean_abs=5e-5, max_p999_abs=4e-4, max_abs=1e-3, min_iou=0.999, max_off_share=0.0),
+        "model": Limits(max_mean_abs=1.5e-4, max_p999_abs=1e-3, max_abs=2e-3, min_iou=0.999, max_off_share=0.0),
         "end_to_end": Limits(max_mean_abs=1e-4, max_p999_abs=1 / 255 + 1e-6, max_abs=2 / 255 + 1e-6,
                              min_iou=0.999, max_off_share=0.0),
     },

@@ -68,10 +68,9 @@ def graph_types(path: Path) -> dict[str, Any]:
             islands_not_fp32.append(f"{node.op_type} {node.name}")
         if node.op_type == "Conv" and len(node.input) > 1:
             conv_weights[{FLOAT16: "fp16", FLOAT: "fp32"}.get(types.get(node.input[1]), "unknown")] += 1
-    name = lambda t: {FLOAT: "float32", FLOAT16: "float16"}.get(t, str(t))  # noqa: E731
     return {
-        "inputs": {v.name: name(types.get(v.name)) for v in graph.input},
-        "outputs": {v.name: name(types.get(v.name)) for v in graph.output},
+        "inputs": {v.name: _type_name(types.get(v.name)) for v in graph.input},
+        "outputs": {v.name: _type_name(types.get(v.name)) for v in graph.output},
         "nodes": len(graph.node),
         "mixed_precision_nodes": mixed,
         "islands_not_fp32": islands_not_fp32,
@@ -79,6 +78,10 @@ def graph_types(path: Path) -> dict[str, Any]:
         "conv_weights": dict(conv_weights),
         "casts": sum(1 for n in graph.node if n.op_type == "Cast"),
     }
+
+
+def _type_name(elem_type: int | None) -> str:
+    return {FLOAT: "float32", FLOAT16: "float16"}.get(elem_type, str(elem_type))
 
 
 def graph_problem(report: dict[str, Any]) -> str | None:

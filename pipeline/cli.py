@@ -192,13 +192,17 @@ def build_engine(bundle_dir: Path, require_tensorrt: bool, hardware_compatible: 
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
 @user_errors
 def verify(bundle_dir: Path) -> None:
-    """Check a bundle's manifest and every file's sha256."""
+    """Check a bundle's manifest and every file's sha256 (artifacts and stored parity references)."""
+    from pipeline import parity_references
     from serving.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir, verify=True)
+    references = parity_references.verify(bundle)
     for artifact in bundle.artifacts:
         role = "" if artifact.servable else f"  ({artifact.role}, not served)"
         click.echo(f"ok  {artifact.label:<16} {artifact.precision:<5} {artifact.file}{role}")
+    if references:
+        click.echo(f"ok  parity references: {references} files")
     if not bundle.production_ready:
         click.echo("note: synthetic checkpoint; this bundle is not for production")
 

@@ -60,6 +60,17 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:80] or "image"
 
 
+def verify(bundle: Bundle) -> int:
+    """Check every stored reference file against its sha256; how many there are (0: none stored)."""
+    record = bundle.manifest.get("parity_references") or {}
+    try:
+        for entry in record.get("files", []):
+            _verify(bundle.root, entry)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BuildError(f"the manifest's parity_references are malformed: {exc!r}") from None
+    return len(record.get("files", []))
+
+
 def load(bundle: Bundle):
     """The stored cases of ``bundle`` (pipeline.parity.Case), or None when it has none.
 
@@ -73,9 +84,8 @@ def load(bundle: Bundle):
     if record.get("checkpoint_sha256") != bundle.manifest["checkpoint"].get("sha256"):
         raise BuildError("the bundle's stored parity references come from another checkpoint; "
                          "run `inspyrenet validate` on a machine with the build dependencies to redo them")
+    verify(bundle)
     try:
-        for entry in record["files"]:
-            _verify(bundle.root, entry)
         with np.load(bundle.root / record["masks"]) as masks:
             arrays = {key: masks[key] for key in masks.files}
         cases = []

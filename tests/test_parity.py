@@ -215,6 +215,7 @@ def test_tampered_stored_references_are_refused(fast_bundle, tmp_path):
     data = bytearray(masks.read_bytes())
     data[len(data) // 2] ^= 0xFF
     masks.write_bytes(bytes(data))
-    result = run_cli("validate", str(copy), "--no-fp16-islands")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "does not match its sha256" in result.stderr.strip().splitlines()[-1]
+    for command in (("validate", str(copy), "--no-fp16-islands"), ("verify", str(copy))):
+        result = run_cli(*command)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, command
+        assert "does not match its sha256" in result.stderr.strip().splitlines()[-1], command

@@ -19,9 +19,4 @@ for mode in "${modes[@]}"; do
     echo "== building the $mode bundle (CPU: exports, fp16 graph, parity references)"
     inspyrenet build --mode "$mode" --checkpoint "$checkpoint" --out "$out_dir/$mode" --no-tensorrt "${extra[@]}"
 done
-if [ -n "${PUBLISH_URI:-}" ]; then
-    for mode in "${modes[@]}"; do
-        echo "== publishing the $mode bundle to $PUBLISH_URI/$mode"
-        inspyrenet publish "$out_dir/$mode" "$PUBLISH_URI/$mode"
-    done
-fi
+OUT_DIR="$out_dir" "$(dirname "$0")/publish-bundles.sh" "${modes[@]}"

@@ -23,9 +23,4 @@ for mode in "${modes[@]}"; do
     echo "== adding the TensorRT engine to the $mode bundle"
     inspyrenet build-engine "$out_dir/$mode" --require-tensorrt "${extra[@]}"
 done
-if [ -n "${PUBLISH_URI:-}" ]; then
-    for mode in "${modes[@]}"; do
-        echo "== publishing the $mode bundle to $PUBLISH_URI/$mode"
-        inspyrenet publish "$out_dir/$mode" "$PUBLISH_URI/$mode"
-    done
-fi
+OUT_DIR="$out_dir" "$(dirname "$0")/publish-bundles.sh" "${modes[@]}"

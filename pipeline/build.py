@@ -27,6 +27,7 @@ from serving.bundle import BUNDLE_KIND, SCHEMA_VERSION, TENSORRT_SOURCE_ROLE, Ar
 from serving.image import MEAN, RESIZE_RULE, STD, UPSAMPLE_RULE, preprocess
 
 EXPORT_TOLERANCE = 1e-4
+FP16_EXPORT_TOLERANCE = DEFAULT_LIMITS["fp16"]["model"].max_abs  # fp16 graph and engine vs eager
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Builder:
                 check_input, reference,
                 {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET, "role": TENSORRT_SOURCE_ROLE,
                  "label": onnx_fp16.LABEL, "graph": "fp16 with fp32 islands (pipeline.mixed_precision)"},
-                precision="fp16", tolerance=DEFAULT_LIMITS["fp16"]["model"].max_abs,
+                precision="fp16", tolerance=FP16_EXPORT_TOLERANCE,
             )
             self._tensorrt(writer, manifest, check_input, reference)
             manifest["validation"] = (
@@ -153,7 +154,7 @@ class Builder:
             writer, manifest, file, "tensorrt", "build tensorrt fp16",
             lambda path: tensorrt_engine.build(writer.path(onnx_fp16.FILE), self.size, trt_options, path),
             check_input, reference, {}, precision="fp16", device="cuda",
-            max_batch=trt_options.max_batch, tolerance=DEFAULT_LIMITS["fp16"]["model"].max_abs,
+            max_batch=trt_options.max_batch, tolerance=FP16_EXPORT_TOLERANCE,
         )
 
     def _tensorrt_unavailable(self) -> str | None:

@@ -35,6 +35,8 @@ from serving.image import ImageError, decode_image, mask_to_uint8, preprocess, u
 OFF_LEVEL = 2 / 255  # a pixel is "off" when it differs by more than two 8-bit levels
 REFERENCES = ("model", "end_to_end")
 FP16_ISLANDS = "pytorch-fp16-islands"  # the TensorRT export graph run by PyTorch; reference only
+REFERENCES_STORED = "stored in the bundle"  # where a validation's references came from
+REFERENCES_COMPUTED = "computed (eager model + Remover)"
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,11 @@ def run_backend(bundle: Bundle, artifact: Artifact, cases: list[Case], limits: d
         backend.close()
 
 
+def fp16_islands_entry() -> dict[str, Any]:
+    """The report row of the PyTorch fp16 graph: a reference, not an artifact."""
+    return {"backend": FP16_ISLANDS, "label": FP16_ISLANDS, "precision": "fp16", "file": None, "reference_only": True}
+
+
 def run_fp16_islands(state_dict, model_size: tuple[int, int], cases: list[Case],
                      limits: dict[str, dict[str, Limits]], on_output: Callable | None = None,
                      execution: str = "auto") -> dict[str, Any]:
@@ -228,8 +235,7 @@ def run_fp16_islands(state_dict, model_size: tuple[int, int], cases: list[Case],
 
     model = mixed_precision_model(state_dict, model_size)
     how = fp16_execution("cpu", execution)
-    entry = {"backend": FP16_ISLANDS, "label": FP16_ISLANDS, "precision": "fp16", "file": None, "device": "cpu",
-             "limits_class": "fp16", "reference_only": True, "execution": how.as_dict()}
+    entry = {**fp16_islands_entry(), "device": "cpu", "limits_class": "fp16", "execution": how.as_dict()}
 
     def infer(tensor: np.ndarray) -> np.ndarray:
         with torch.no_grad(), fp16_context(how):
@@ -297,10 +303,10 @@ def validate(bundle_dir: Path, images: list[ParityImage] | None, limits: dict[st
     with stage("references", long=True) as s:
         cases = parity_references.load(bundle) if images is None else None
         if cases is not None:
-            source = "stored in the bundle"
+            source = REFERENCES_STORED
             s.detail = f"{len(cases)} images, {source}"
         else:
-            source = "computed (eager model + Remover)"
+            source = REFERENCES_COMPUTED
             references = References(bundle)
             state_dict = references.state_dict
             cases = []
@@ -340,8 +346,7 @@ def validate(bundle_dir: Path, images: list[ParityImage] | None, limits: dict[st
 
 def fp16_islands_row(bundle: Bundle, state_dict, cases: list[Case], limits, on_output, fp16_mode: str):
     """The PyTorch fp16 row; skipped, with the reason, where torch is not installed."""
-    entry = {"backend": FP16_ISLANDS, "label": FP16_ISLANDS, "precision": "fp16", "file": None,
-             "reference_only": True}
+    entry = fp16_islands_entry()
     try:
         import torch  # noqa: F401
     except ImportError:

@@ -86,14 +86,14 @@ def render_html(report: dict[str, Any], sink: ImageSink) -> str:
            f"<p>{html.escape(report['bundle'])} &middot; mode {report['mode']} &middot; checkpoint "
            f"{html.escape(report['checkpoint']['source'])} &middot; {report['created_at']}</p>",
            f"<div class='banner {verdict}'>Overall: <span class='{verdict}'>{verdict.upper()}</span></div>",
-           f"<p>References: {html.escape(str(report.get('references', 'computed')))}</p>",
+           f"<p>References: {html.escape(str(report['references']))}</p>",
            "<h2>Backends</h2><table><tr><th>backend</th><th>precision</th><th>device</th><th>status</th>"
            "<th>summary</th><th>worst max |diff| (model)</th><th>worst IoU (end to end)</th>"
            "<th>median latency ms</th></tr>"]
     for b in report["backends"]:
         worst = b.get("worst", {})
         out.append(
-            f"<tr><td>{b.get('label', b['backend'])}</td><td>{b['precision']}</td><td>{b.get('device', '-')}</td>"
+            f"<tr><td>{b['label']}</td><td>{b['precision']}</td><td>{b.get('device', '-')}</td>"
             f"<td class='{b['status']}'>{b['status']}</td>"
             f"<td>{html.escape(b.get('summary') or b.get('reason') or '')}</td>"
             f"<td>{_fmt(worst['model']['max_abs']) if worst else '-'}</td>"
@@ -195,7 +195,7 @@ def summary_table(report: dict[str, Any]) -> Table:
         worst = b.get("worst")
         style = {"passed": "green", "failed": "red", "skipped": "yellow"}[b["status"]]
         table.add_row(
-            b.get("label", b["backend"]), f"[{style}]{b['status']}[/{style}]",
+            b["label"], f"[{style}]{b['status']}[/{style}]",
             _fmt(worst["model"]["max_abs"]) if worst else "-",
             _fmt(worst["end_to_end"]["p999_abs"]) if worst else "-",
             _fmt(worst["end_to_end"]["iou"]) if worst else "-",

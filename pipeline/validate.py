@@ -8,7 +8,7 @@ from rich.console import Console
 
 from pipeline import parity_images, parity_references
 from pipeline.errors import BuildError
-from pipeline.parity import limits_with_overrides, validate
+from pipeline.parity import REFERENCES_COMPUTED, limits_with_overrides, validate
 from pipeline.parity_report import ImageSink, record_in_manifest, summary_table, write_reports
 from pipeline.progress import Stages
 
@@ -36,7 +36,7 @@ def run_validation(bundle_dir: Path, stages: Stages, images_dir: Path | None = N
     with stages.stage("write reports") as s:
         write_reports(report, sink, report_dir)
         stored = None
-        if images is None and source.startswith("computed"):
+        if images is None and source == REFERENCES_COMPUTED:
             stored = parity_references.save(Path(bundle_dir), cases, report["checkpoint"]["sha256"])
         record_in_manifest(Path(bundle_dir), report, report_dir, stored)
         s.detail = str(report_dir / "report.html")

@@ -6,7 +6,6 @@ them, so the commands that serve run on an install without torch.
 
 from __future__ import annotations
 
-import functools
 import sys
 import warnings
 from pathlib import Path
@@ -14,33 +13,16 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
+from pipeline.errors import UserError
+from serving import cli as serving_cli
 
 MODES = ("fast", "base")
 # pipeline.fp16_emulation.FP16_EXECUTION_CHOICES, kept here so the CLI starts without importing torch.
 FP16_EXECUTION_CHOICES = ("auto", "native", "emulated")
 
 
-def user_errors(command):
-    """Report errors a user can cause as one line on stderr and exit 1, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from pipeline.errors import UserError
-        from serving.bundle import BundleError
-        from serving.server import ServeError
-        from serving.settings import SettingsError
-        from serving.storage import StorageError
-
-        try:
-            return command(*args, **kwargs)
-        except (UserError, BundleError, StorageError, ServeError, SettingsError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
+# Errors a user can cause: one line on stderr and exit 1, never a traceback.
+user_errors = serving_cli.one_line_errors(UserError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,8 +92,6 @@ def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity
     from pipeline.build import build as run_build
     from pipeline.progress import Stages
     from pipeline.report import build_summary
-
-    from pipeline.errors import UserError
 
     if tensorrt is False and require_tensorrt:
         raise UserError("--no-tensorrt and --require-tensorrt contradict each other")
@@ -207,25 +187,7 @@ def verify(bundle_dir: Path) -> None:
         click.echo("note: synthetic checkpoint; this bundle is not for production")
 
 
-@main.command()
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].")
-@click.option("--backend", type=click.Choice(("auto", "tensorrt", "torchscript", "onnxruntime")), default=None,
-              help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].")
-@click.option("--port", type=int, default=None, help="[env PORT, default 8080]")
-@click.option("--host", default=None, help="0.0.0.0, 127.0.0.1 or :: [env INSPYRENET_HOST, default 0.0.0.0]")
-@click.option("--workers", type=int, default=None, help="Inference worker processes [env INSPYRENET_WORKERS, default 1].")
-@click.option("--max-batch-size", type=int, default=None, help="[env INSPYRENET_MAX_BATCH_SIZE, default 1]")
-@user_errors
-def serve(artifacts, backend, port, host, workers, max_batch_size) -> None:
-    """Serve a bundle over HTTP with LitServe (healthy only once warm)."""
-    from serving.server import run
-    from serving.settings import Settings
-
-    settings = Settings.from_env(
-        artifacts=artifacts, backend=backend, port=port, host=host, workers=workers, max_batch_size=max_batch_size,
-    )
-    run(settings)
+main.add_command(serving_cli.serve, name="serve")
 
 
 @main.command()
@@ -267,6 +229,24 @@ def publish(bundle_dir: Path, destination: str) -> None:
 
     version, uploaded = publish_bundle(bundle_dir, destination, progress=lambda m: click.echo(m, err=True))
     click.echo(f"{'published' if uploaded else 'already published'}: {version}")
+
+
+NOT_PUBLISHED = 3
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("destination", metavar="gs://BUCKET/PREFIX")
+@user_errors
+def published(bundle_dir: Path, destination: str) -> None:
+    """Exit 0 if DESTINATION already holds BUNDLE_DIR's version (any content), 3 if not, 1 on an error."""
+    from serving.store import published_version
+
+    version = published_version(bundle_dir, destination)
+    if version is None:
+        click.echo(f"not published under {destination}")
+        sys.exit(NOT_PUBLISHED)
+    click.echo(f"published: {version}")
 
 
 @main.command()

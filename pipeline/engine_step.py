@@ -29,6 +29,9 @@ def add_engine(bundle_dir: Path, options: tensorrt_engine.TensorRTOptions, stage
                require: bool = False) -> dict[str, Any] | None:
     """Compile the bundle's fp16 graph into an engine and add it; the new manifest, or None when skipped."""
     stage = stages.stage
+    reason = tensorrt_engine.unavailable_reason()
+    if reason and require:  # before hashing the bundle: the GPU job fails at once, in one line
+        raise BuildError(f"TensorRT engine required (--require-tensorrt) but {reason}")
     with stage("verify bundle") as s:
         bundle = load_bundle(bundle_dir, verify=True)
         source = bundle.by_role(TENSORRT_SOURCE_ROLE)
@@ -39,10 +42,7 @@ def add_engine(bundle_dir: Path, options: tensorrt_engine.TensorRTOptions, stage
             raise BuildError(f"{bundle_dir} has no stored parity references to check the engine against: "
                              "run `inspyrenet validate` on it where the build dependencies are installed")
         s.detail = f"source {source.file}"
-    reason = tensorrt_engine.unavailable_reason()
     if reason:
-        if require:
-            raise BuildError(f"TensorRT engine required (--require-tensorrt) but {reason}")
         stages.console.print(f"TensorRT artifact skipped: {reason}", highlight=False)
         return None
     options = tensorrt_engine.with_default_timing_cache(options, cache_root())

@@ -52,3 +52,43 @@ def candidates(bundle: Bundle, requested: str) -> tuple[list[Artifact], list[str
     if not chosen:
         raise SelectionError(f"no usable artifact in {bundle.root}: " + "; ".join(skipped or ["the bundle lists none"]))
     return chosen, skipped
+
+
+def missing_files(bundle: Bundle, artifact: Artifact) -> list[str]:
+    """The artifact's files that are not in the bundle directory (pruned from an image, or lost)."""
+    return [entry.file for entry in artifact.files if not bundle.path(entry).is_file()]
+
+
+def prepare_for_install(bundle: Bundle, prune: bool = False) -> tuple[list[Artifact], list[tuple[Artifact, str]]]:
+    """Verify every artifact this install can serve; with ``prune``, delete the files of the others.
+
+    Returns (verified artifacts, [(artifact left out, why)]). Raises BundleError
+    when a servable artifact is missing or altered, or when nothing can be
+    served here. "Can serve" is decided without a GPU (an image is built on a
+    machine without one): the runtime is installed and the build's parity
+    check passed.
+    """
+    from serving.backends import runtime_missing
+
+    served: list[Artifact] = []
+    left_out: list[tuple[Artifact, str]] = []
+    for artifact in bundle.artifacts:
+        if not artifact.servable:
+            reason = f"not served (role {artifact.role})"
+        else:
+            reason = runtime_missing(artifact) or parity_failure(artifact)
+        if reason is None:
+            bundle.verify(artifact)
+            served.append(artifact)
+        else:
+            left_out.append((artifact, reason))
+    if not served:
+        reasons = "; ".join(f"{a.label}: {why}" for a, why in left_out) or "the bundle lists none"
+        raise BundleError(f"nothing in {bundle.root} can be served by this install: {reasons}")
+    if prune:
+        keep = {entry.file for artifact in served for entry in artifact.files}
+        for artifact, _ in left_out:
+            for entry in artifact.files:
+                if entry.file not in keep:
+                    bundle.path(entry).unlink(missing_ok=True)
+    return served, left_out

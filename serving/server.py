@@ -24,7 +24,7 @@ from serving import runtime
 from serving.backends import cannot_run
 from serving.bundle import MANIFEST_NAME, BundleError, load_bundle
 from serving.logs import log
-from serving.selection import SelectionError, candidates
+from serving.selection import SelectionError, candidates, missing_files
 from serving.settings import Settings
 from serving.storage import StorageError
 
@@ -45,7 +45,8 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
     log("startup phase", phase="manifest", seconds=round(time.perf_counter() - start, 3), process="main")
     usable, verified, reasons = [], set(), list(skipped)
     for artifact in ordered:
-        reason = cannot_run(artifact)
+        missing = missing_files(bundle, artifact)
+        reason = f"not in the bundle directory: {', '.join(missing)}" if missing else cannot_run(artifact)
         if reason is None and not verified and settings.verify:
             start = time.perf_counter()
             try:

@@ -76,6 +76,19 @@ def publish(bundle_dir: Path, destination: str, progress=lambda message: None) -
     return str(version), True
 
 
+def published_version(bundle_dir: Path, destination: str) -> str | None:
+    """The URI of ``bundle_dir``'s version under ``destination`` if one is published there (any manifest), else None.
+
+    A retried build task asks this before redoing work: the engine it would
+    build again is never byte-identical, and a published version is never
+    overwritten.
+    """
+    prefix = parse_gs_uri(destination)
+    version = prefix.child(version_key(read_manifest(Path(bundle_dir))))
+    remote_manifest = _bucket(prefix).blob(version.child(MANIFEST_NAME).name)
+    return str(version) if storage_call(version, remote_manifest.exists) else None
+
+
 def _move_latest(bucket, prefix: GsUri, version: GsUri) -> None:
     key = version.name.rsplit("/", 1)[-1]
     pointer = prefix.child(LATEST)

@@ -58,3 +58,56 @@ def test_torchscript_backend_refuses_cleanly_without_torch(fast_bundle):
     """)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "torch is not installed"
+
+
+def test_serving_command_imports_neither_torch_nor_pipeline():
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, serving.cli; print(sorted(m for m in sys.modules "
+         "if m.split('.')[0] in ('torch', 'pipeline', 'onnx', 'transparent_background')))"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def serve_command(*args: str) -> subprocess.CompletedProcess:
+    """``inspyrenet-serve ARGS`` where torch and pipeline cannot be imported (as in the serving image)."""
+    code = BLOCK_TORCH + "sys.modules['pipeline'] = None\nfrom serving.cli import main\nmain()\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_rest(fast_bundle, tmp_path):
+    """What the image build runs: the bundle checked by the serving install, unservable files dropped."""
+    from serving.bundle import load_bundle
+    from serving.selection import missing_files
+    from serving.server import preflight
+    from serving.settings import Settings
+    from tests.test_build import linked_copy
+
+    copy = linked_copy(fast_bundle, tmp_path / "bundle")
+    result = serve_command("verify", str(copy), "--prune")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("ok    onnxruntime ") for line in lines), lines
+    assert any(line.startswith("skip  torchscript ") and "torch is not installed" in line for line in lines)
+    assert any(line.startswith("skip  onnxruntime-fp16 ") and "not served" in line for line in lines)
+    assert not (copy / "model.ts").exists() and not (copy / "model.fp16.onnx").exists()
+    assert (copy / "model.onnx").exists() and (copy / "model.onnx.data").exists() and (copy / "manifest.json").exists()
+    assert (fast_bundle / "model.ts").exists()  # the hard-linked original is untouched
+    usable, verified = preflight(Settings(artifacts=copy, backend="auto", verify=False))
+    assert usable[0] == "onnxruntime" and "torchscript" not in usable and not verified
+    bundle = load_bundle(copy, verify=False)
+    missing = {a.label: missing_files(bundle, a) for a in bundle.artifacts}
+    assert missing["torchscript"] == ["model.ts"] and missing["onnxruntime"] == []
+
+
+def test_verify_refuses_an_altered_servable_file_in_one_line(fast_bundle, tmp_path):
+    from tests.test_build import linked_copy
+
+    copy = linked_copy(fast_bundle, tmp_path / "bundle")
+    with open(copy / "model.onnx", "ab") as handle:  # a copy, not a link: the original is safe
+        handle.write(b"\0")
+    result = serve_command("verify", str(copy), "--prune")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "model.onnx" in result.stderr and (copy / "model.ts").exists()  # nothing pruned on failure

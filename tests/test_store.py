@@ -57,6 +57,20 @@ def test_round_trip(bucket, tmp_path):
     assert again.returncode == 0 and "already published" in again.stdout
 
 
+def test_published_tells_a_retried_build_what_is_already_there(bucket, tmp_path):
+    """`inspyrenet published`: 0 once the version is up (whatever its content), 3 before, 1 on an error."""
+    bundle = small_bundle(tmp_path / "fast")
+    destination = f"gs://{bucket}/engines/fast"
+    before = run_cli("published", str(bundle), destination)
+    assert before.returncode == 3 and "not published" in before.stdout, before.stderr
+    assert run_cli("publish", str(bundle), destination).returncode == 0
+    rebuilt = small_bundle(tmp_path / "rebuilt", payload=b"another engine")  # same version key, other bytes
+    after = run_cli("published", str(rebuilt), destination)
+    assert after.returncode == 0 and "fast-abababababab-20261128T100000Z" in after.stdout
+    missing = run_cli("published", str(bundle), f"gs://no-such-bucket-{bucket}/engines/fast")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ")
+
+
 def test_latest_moves_only_after_a_complete_upload(bucket, tmp_path):
     from google.cloud import storage
 

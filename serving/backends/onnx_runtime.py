@@ -21,6 +21,8 @@ class OnnxRuntimeBackend(Backend):
         if device == "cuda" and "CUDAExecutionProvider" not in available:
             raise BackendUnavailable("onnxruntime has no CUDA execution provider here")
         use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
+        if use_cuda:
+            preload_cuda_libraries(ort)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -38,3 +40,15 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def preload_cuda_libraries(ort) -> None:
+    """Load the CUDA 12 and cuDNN 9 libraries of the nvidia-*-cu12 wheels before the CUDA provider needs them.
+
+    The serving image has no system CUDA: onnxruntime-gpu's [cuda,cudnn] extras
+    install the libraries as wheels, which the dynamic loader does not search.
+    onnxruntime >= 1.21 documents ``preload_dlls()`` for this; without a GPU
+    the CUDA provider still fails to start and the session runs on the CPU.
+    """
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls(directory="")

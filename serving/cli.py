@@ -1,0 +1,89 @@
+"""``inspyrenet-serve``: the serving image's own command. It never imports ``pipeline``.
+
+    inspyrenet-serve run [OPTIONS]            serve a bundle (``inspyrenet serve`` is the same command)
+    inspyrenet-serve verify [DIR] [--prune]   check a bundle as this install will serve it
+
+``verify`` is what the image build runs on the baked bundle: every artifact
+this install can serve must be present with its manifest's sha256; with
+``--prune`` the files of artifacts it can never serve here (TorchScript
+without torch, the fp16 graph TensorRT is compiled from, an engine without a
+TensorRT runtime) are deleted. The image then starts with
+``INSPYRENET_VERIFY=0``: its files were hashed when it was built.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from serving.bundle import BundleError, load_bundle
+from serving.selection import prepare_for_install
+from serving.server import ServeError
+from serving.settings import BACKEND_CHOICES, Settings, SettingsError
+from serving.storage import StorageError
+
+SERVE_ERRORS = (BundleError, StorageError, ServeError, SettingsError)
+
+
+def one_line_errors(*extra: type[Exception]):
+    """Report errors a user can cause (these and ``extra``) as one line on stderr and exit 1."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except (*SERVE_ERRORS, *extra) as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(1)
+            except KeyboardInterrupt:
+                click.echo("interrupted", err=True)
+                sys.exit(130)
+
+        return wrapper
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Serve InSPyReNet bundles (the serving image's entrypoint; no torch, no build tools)."""
+
+
+@main.command("run")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
+              help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].")
+@click.option("--port", type=int, default=None, help="[env PORT, default 8080]")
+@click.option("--host", default=None, help="0.0.0.0, 127.0.0.1 or :: [env INSPYRENET_HOST, default 0.0.0.0]")
+@click.option("--workers", type=int, default=None, help="Inference worker processes [env INSPYRENET_WORKERS, default 1].")
+@click.option("--max-batch-size", type=int, default=None, help="[env INSPYRENET_MAX_BATCH_SIZE, default 1]")
+@one_line_errors()
+def serve(artifacts, backend, port, host, workers, max_batch_size) -> None:
+    """Serve a bundle over HTTP with LitServe (healthy only once warm)."""
+    from serving.server import run
+
+    settings = Settings.from_env(
+        artifacts=artifacts, backend=backend, port=port, host=host, workers=workers, max_batch_size=max_batch_size,
+    )
+    run(settings)
+
+
+@main.command()
+@click.argument("bundle_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--prune", is_flag=True,
+              help="Delete the files of artifacts this install can never serve (the image build does).")
+@one_line_errors()
+def verify(bundle_dir: Path | None, prune: bool) -> None:
+    """Check BUNDLE_DIR [env INSPYRENET_ARTIFACTS] as this install will serve it."""
+    root = bundle_dir or Settings.from_env().artifacts
+    bundle = load_bundle(root, verify=False)
+    served, left_out = prepare_for_install(bundle, prune=prune)
+    for artifact in served:
+        click.echo(f"ok    {artifact.label:<16} {artifact.precision:<5} {artifact.file}")
+    for artifact, reason in left_out:
+        click.echo(f"skip  {artifact.label:<16} {artifact.precision:<5} {artifact.file}: {reason}")

@@ -9,7 +9,7 @@ VENV="${VENV:-.venv}"
 # torch/torchvision pinned: on the development and CI machines these exact
 # versions install from local disk instead of a multi-GB download.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c constraints/cuda12.txt torch==2.14.1 torchvision==0.29.1 -e '.[build,dev]'
+    -c constraints/serve.txt -c constraints/cuda12.txt torch==2.14.1 torchvision==0.29.1 -e '.[build,dev]'
 
 # Which kernels this CPU gives torch: without native fp16 (AVX512 alone), the fp16
 # check runs emulated (pipeline/fp16_emulation.py) so the suite's time does not depend on it.

@@ -42,18 +42,26 @@ WORK="$(realpath -m "${IMAGE_CHECK_WORK:-.image-check}")"
 PYTHON_IMAGE=python:3.11-slim-bookworm
 TAG="inspyrenet-check"
 mkdir -p "$WORK"
+NEED_GB=20  # the gpu image alone is 4.3 GB, and its build holds its layers twice
 log() { echo "image-check: $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(round($(now) - $1, 1))"; }
+
+free_gb=$(df -Pk "$WORK" | awk 'NR == 2 { print int($4 / 1048576) }')
+if [ "$free_gb" -lt "$NEED_GB" ]; then
+    [ "$if_possible" -eq 1 ] && { log "skipped: $free_gb GB free under $WORK, the images need $NEED_GB GB"; exit 0; }
+    echo "image-check: FAILED: $free_gb GB free under $WORK, the images need $NEED_GB GB" >&2; exit 1
+fi
 
 # -- a Docker engine ---------------------------------------------------------------------------
 dockerd_pid=""
 run_dir=""
 cleanup() {
     local status=$?
+    docker ps -aq --filter "name=$TAG-" | xargs -r docker rm -f >/dev/null 2>&1 || true
     if [ -n "$dockerd_pid" ]; then
-        docker ps -q --filter "name=$TAG-" | xargs -r docker rm -f >/dev/null 2>&1 || true
+        docker image prune -f >/dev/null 2>&1 || true  # our engine only: images that a rebuild superseded
         kill "$dockerd_pid" 2>/dev/null || true
         for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
     fi
@@ -140,7 +148,7 @@ build() {  # name, dockerfile, extra args...
     shift 2
     start=$(now)
     log "building $TAG-$name ($dockerfile $*)"
-    docker build --network host "${cache[@]}" -f "$dockerfile" -t "$TAG-$name" "$@" . >"$WORK/build-$name.log" 2>&1 \
+    docker build --network host --force-rm "${cache[@]}" -f "$dockerfile" -t "$TAG-$name" "$@" . >"$WORK/build-$name.log" 2>&1 \
         || die "docker build of $name failed (see $WORK/build-$name.log)"
     build_seconds[$name]=$(since "$start")
 }

@@ -157,6 +157,18 @@ class Bundle:
             self.verify(artifact)
 
 
+def is_inside(root: Path, name: str) -> bool:
+    """Whether ``root / name`` stays inside ``root``: a relative POSIX path with no '..', and no
+    link along it (a file or a folder) that points out of ``root``."""
+    parts = name.split("/")
+    if not name or "\\" in name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        return False
+    if ":" in parts[0]:  # a drive or a URL scheme, never a file of ours
+        return False
+    base = Path(root).resolve()
+    return (base / name).resolve().is_relative_to(base)
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
@@ -186,7 +198,7 @@ def load_bundle(root: Path | str, verify: bool = True) -> Bundle:
         raise BundleError(f"{root / MANIFEST_NAME}: malformed artifact entry ({exc!r})") from None
     for artifact in artifacts:
         for entry in artifact.files:
-            if Path(entry.file).is_absolute() or ".." in Path(entry.file).parts:
+            if not is_inside(root, entry.file):
                 raise BundleError(f"{root / MANIFEST_NAME}: file path {entry.file!r} leaves the bundle")
     bundle = Bundle(root=root, manifest=manifest, artifacts=artifacts)
     if verify:

@@ -168,8 +168,10 @@ async def _from_form(scope: Scope, raw: bytes) -> tuple[bytes, dict[str, Any]]:
 def _from_json(raw: bytes) -> tuple[bytes, dict[str, Any]]:
     try:
         data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestRejected(400, f"body is not valid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: bad JSON, or an integer past Python's digit limit
+        raise RequestRejected(400, f"body is not valid JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise RequestRejected(400, "body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("image"), str):
         raise RequestRejected(400, "JSON body must be an object with a base64 string field 'image'")
     encoded = _DATA_URL.sub("", data.pop("image").strip())

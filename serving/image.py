@@ -18,7 +18,19 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+
+# The decoders of FORMATS, registered explicitly: Image.open(formats=...) looks them up by name.
+from PIL import (  # noqa: F401
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -26,6 +38,9 @@ RESIZE_RULE = "PIL bilinear to the model's input size, aspect ratio not kept (Re
 UPSAMPLE_RULE = "bilinear, align_corners=True, back to the decoded image's size"
 
 DEFAULT_MAX_PIXELS = 40_000_000
+# The formats the README documents (JPEG's opener also reads the multi-picture JPEGs phones
+# write). Pillow's other decoders (DDS, EPS through Ghostscript, PSD, ...) never see a request.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -59,7 +74,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         with warnings.catch_warnings():
             # The pixel limit below is ours; Pillow's own warning would only repeat it.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)  # only these decoders ever see a request
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageTooLarge(
@@ -76,7 +91,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise UnsupportedImage(
             "the data is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, NotImplementedError) as exc:
         raise ImageError(f"the image could not be decoded (truncated or corrupt?): {exc}") from None
     return to_rgb(img)
 

@@ -96,7 +96,8 @@ def _threshold(value: Any) -> float:
 
 def _max_size(value: Any) -> int:
     text = _text("max_size", value)
-    if not text.isdigit() or not 1 <= int(text) <= MAX_SIZE_LIMIT:
+    # ASCII digits only ('²'.isdigit() is true), and few of them before int() sees them.
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_SIZE_LIMIT:
         raise ParamError(f"parameter 'max_size' must be a whole number from 1 to {MAX_SIZE_LIMIT}; got {value!r}")
     return int(text)
 

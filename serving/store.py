@@ -15,12 +15,11 @@ target directory.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
-from serving.bundle import MANIFEST_NAME, BundleError, load_bundle, read_manifest
+from serving.bundle import MANIFEST_NAME, BundleError, is_inside, load_bundle, read_manifest
 from serving.files import replace_directory
 from serving.storage import GsUri, StorageError, storage_call, client, parse_gs_uri
 
@@ -131,15 +130,22 @@ def pull(uri: str, target: Path, progress=lambda message: None, reports: bool = 
         if not storage_call(version, manifest_blob.exists):
             raise StorageError(f"{version}: incomplete or missing version (no {MANIFEST_NAME})")
         storage_call(version, lambda: manifest_blob.download_to_filename(str(staging / MANIFEST_NAME)))
-        manifest = json.loads((staging / MANIFEST_NAME).read_text())
-        names = [e["file"] for a in manifest["artifacts"] for e in [a, *a.get("extra_files", [])]]
-        for name in names:
-            progress(f"downloading {name}")
-            remote = version.child(name)
-            storage_call(remote, lambda: bucket.blob(remote.name).download_to_filename(str(staging / name)))
+        try:  # the manifest's own checks (schema, every path inside the bundle) before any other download
+            listed = load_bundle(staging, verify=False)
+        except BundleError as exc:
+            raise StorageError(f"{version}: refusing the manifest: {exc}") from None
+        for entry in [entry for artifact in listed.artifacts for entry in artifact.files]:
+            progress(f"downloading {entry.file}")
+            remote = version.child(entry.file)
+            local = staging / entry.file
+            local.parent.mkdir(parents=True, exist_ok=True)
+            storage_call(remote, lambda: bucket.blob(remote.name).download_to_filename(str(local)))
         report_files = bucket.list_blobs(prefix=version.child("parity").name + "/") if reports else ()
         for blob in storage_call(version, lambda: list(report_files)):
-            local = staging / blob.name[len(version.name) + 1:]
+            name = blob.name[len(version.name) + 1:]
+            if not is_inside(staging, name):  # a remote listing is outside input too
+                raise StorageError(f"{version}: refusing the object {blob.name!r}: its name leaves the bundle")
+            local = staging / name
             local.parent.mkdir(parents=True, exist_ok=True)
             storage_call(version, lambda: blob.download_to_filename(str(local)))
         try:

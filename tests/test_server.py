@@ -197,6 +197,12 @@ def truncated(fmt: str) -> bytes:
     return data[: len(data) // 2]
 
 
+def dds() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, format="DDS")
+    return buffer.getvalue()
+
+
 def bomb() -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (10000, 10000)).save(buffer, format="PNG", optimize=True)
@@ -225,6 +231,13 @@ def bomb() -> bytes:
         ('{"image": "%%%"}', "application/json", {}, 400, "not valid base64"),
         ('{"picture": "abc"}', "application/json", {}, 400, "field 'image'"),
         ("oversized", "image/jpeg", {}, 413, "over the limit"),
+        # Each of these was a plain-text 500 (an attack on the server found them).
+        ("dds", "image/x-dds", {}, 415, "not an image in a supported format"),
+        ("dds", "application/octet-stream", {}, 415, "not an image in a supported format"),
+        ("photo", "image/jpeg", {"max_size": "\u00b2"}, 400, "max_size"),
+        ("photo", "image/jpeg", {"max_size": "9" * 5000}, 400, "max_size"),
+        ('{"image": "AAAA", "threshold": ' + "1" * 5000 + "}", "application/json", {}, 400, "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "application/json", {}, 400, "not valid JSON"),
     ],
 )
 def test_bad_input_gets_a_4xx_json_error(client, body, content_type, params, status, words):
@@ -234,6 +247,7 @@ def test_bad_input_gets_a_4xx_json_error(client, body, content_type, params, sta
         "bomb": bomb,
         "photo": photo_bytes,
         "oversized": lambda: os.urandom(4 * 1024 * 1024),
+        "dds": dds,
     }
     if isinstance(body, str):
         body = payloads[body]() if body in payloads else body.encode()

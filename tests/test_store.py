@@ -130,3 +130,51 @@ def test_server_starts_from_a_gs_uri_when_no_bundle_is_baked(bucket, fast_bundle
         assert (tmp_path / "not-baked" / "manifest.json").is_file()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("bad_name", ["../escaped.bin", "/tmp/inspyrenet-absolute-escape.bin", "a/../../escaped.bin"])
+def test_pull_never_writes_outside_its_target(bucket, tmp_path, bad_name):
+    """A remote manifest naming a file outside the bundle is refused before anything is downloaded."""
+    from google.cloud import storage
+
+    bundle = small_bundle(tmp_path / "fast")
+    version = run_cli("publish", str(bundle), f"gs://{bucket}/p").stdout.split("published: ")[1].strip()
+    prefix = version.removeprefix(f"gs://{bucket}/")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"][0]["extra_files"] = [{"file": bad_name, "sha256": "00" * 32, "bytes": 1}]
+    remote = storage.Client().bucket(bucket)
+    remote.blob(f"{prefix}/manifest.json").upload_from_string(json.dumps(manifest))
+    remote.blob(f"{prefix}/{bad_name}").upload_from_string(b"x")
+    target = tmp_path / "deep" / "target"
+    result = run_cli("pull", version, str(target))
+    assert result.returncode == 1 and "leaves the bundle" in result.stderr, result.stderr
+    assert not (tmp_path / "escaped.bin").exists() and not (tmp_path / "deep" / "escaped.bin").exists()
+    assert not Path("/tmp/inspyrenet-absolute-escape.bin").exists() and not target.exists()
+
+
+@pytest.mark.parametrize(("name", "inside"), [
+    ("model.onnx", True), ("parity/report.json", True), ("parity/images/a.png", True),
+    ("../x", False), ("parity/../../x", False), ("/etc/passwd", False), ("a\\..\\x", False),
+    ("C:x", False), ("gs://b/x", False), ("", False), (".", False), ("a//b", False), ("linked/x", False),
+])
+def test_names_from_a_manifest_or_a_remote_listing_stay_inside(tmp_path, name, inside):
+    """What pull applies to every name it will write (the emulator cleans '..' out of object names,
+    so a listing with one cannot be made there)."""
+    from serving.bundle import is_inside
+
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "linked").symlink_to(tmp_path)  # a folder link out of the bundle
+    assert is_inside(tmp_path / "bundle", name) is inside
+
+
+def test_a_link_out_of_the_bundle_is_refused(tmp_path):
+    """The path check follows links: a bundle file that is a symlink to elsewhere is not read."""
+    from serving.bundle import BundleError, load_bundle
+
+    bundle = small_bundle(tmp_path / "fast")
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes((bundle / "model.onnx").read_bytes())  # same bytes: only the link betrays it
+    (bundle / "model.onnx").unlink()
+    (bundle / "model.onnx").symlink_to(outside)
+    with pytest.raises(BundleError, match="leaves the bundle"):
+        load_bundle(bundle, verify=False)

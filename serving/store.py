@@ -54,9 +54,7 @@ def publish(bundle_dir: Path, destination: str, progress=lambda message: None) -
     prefix = parse_gs_uri(destination)
     bucket = _bucket(prefix)
     manifest_path = bundle_dir / MANIFEST_NAME
-    manifest = read_manifest(bundle_dir)
-    version = prefix.child(version_key(manifest))
-    remote_manifest = bucket.blob(version.child(MANIFEST_NAME).name)
+    version, remote_manifest = _remote_manifest(bucket, prefix, bundle_dir)
     if storage_call(version, remote_manifest.exists):
         existing = storage_call(version, remote_manifest.download_as_bytes)
         if existing == manifest_path.read_bytes():
@@ -83,9 +81,14 @@ def published_version(bundle_dir: Path, destination: str) -> str | None:
     overwritten.
     """
     prefix = parse_gs_uri(destination)
-    version = prefix.child(version_key(read_manifest(Path(bundle_dir))))
-    remote_manifest = _bucket(prefix).blob(version.child(MANIFEST_NAME).name)
+    version, remote_manifest = _remote_manifest(_bucket(prefix), prefix, Path(bundle_dir))
     return str(version) if storage_call(version, remote_manifest.exists) else None
+
+
+def _remote_manifest(bucket, prefix: GsUri, bundle_dir: Path):
+    """The version URI ``bundle_dir`` publishes to under ``prefix``, and the blob of its manifest there."""
+    version = prefix.child(version_key(read_manifest(bundle_dir)))
+    return version, bucket.blob(version.child(MANIFEST_NAME).name)
 
 
 def _move_latest(bucket, prefix: GsUri, version: GsUri) -> None:

@@ -11,9 +11,9 @@ from tests.conftest import REPO
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
 
 
-def run_without_torch(code: str) -> subprocess.CompletedProcess:
+def run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)],
+        [sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code), *args],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )
 
@@ -72,8 +72,7 @@ def test_serving_command_imports_neither_torch_nor_pipeline():
 
 def serve_command(*args: str) -> subprocess.CompletedProcess:
     """``inspyrenet-serve ARGS`` where torch and pipeline cannot be imported (as in the serving image)."""
-    code = BLOCK_TORCH + "sys.modules['pipeline'] = None\nfrom serving.cli import main\nmain()\n"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+    return run_without_torch("sys.modules['pipeline'] = None\nfrom serving.cli import main\nmain()\n", *args)
 
 
 def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_rest(fast_bundle, tmp_path):

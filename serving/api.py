@@ -3,7 +3,8 @@
 ``setup`` reads and verifies the bundle, loads the best usable backend and
 warms it; LitServe's ``/health`` answers 200 only once every worker's setup
 has returned. The HTTP process has already validated parameters and turned
-every accepted body into ``{"image": <base64>, "params": {...}}``.
+streamed every accepted image into a hand-off file (``serving.handoff``) and
+queued ``{"id": ..., "params": {...}}``.
 
 A request that fails here (bad image) is answered with a 4xx JSON response
 from ``encode_response``, never raised: with batching, LitServe would fail a
@@ -12,8 +13,7 @@ whole batch for one bad image.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ import litserve as ls
 import numpy as np
 from starlette.responses import JSONResponse, Response
 
-from serving import runtime
+from serving import handoff, lifetime, runtime
 from serving.backends import Backend, BackendUnavailable, import_runtime, open_backend
 from serving.bundle import BundleError, load_bundle
 from serving.cutout import compose, encode, final_alpha, output_size, resize_image
@@ -40,6 +40,7 @@ class Job:
     """One request on its way through the worker."""
 
     params: CutoutParams
+    request_id: str
     image: object = None  # PIL image, RGB
     tensor: np.ndarray | None = None
     mask: np.ndarray | None = None
@@ -76,13 +77,15 @@ class CutoutAPI(ls.LitAPI):
     # -- startup ---------------------------------------------------------
 
     def setup(self, device: str) -> None:
+        lifetime.die_with_main_process()
         phases: dict[str, float] = {}
         worker = runtime.worker_id()
         try:
             self.backend, self.mode = self._load(phases)
-        except (BundleError, BackendUnavailable) as exc:
-            runtime.write_worker_error(worker, str(exc))
-            log("startup failed", severity="ERROR", worker=worker, error=str(exc))
+        except Exception as exc:  # every setup failure is reported with its reason, not only the expected kinds
+            error = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else f"{type(exc).__name__}: {exc}"
+            runtime.write_worker_error(worker, error)
+            log("startup failed", severity="ERROR", worker=worker, error=error)
             raise
         total = time.time() - runtime.started_at()
         phases["total"] = total
@@ -92,8 +95,10 @@ class CutoutAPI(ls.LitAPI):
         metrics().startup_seconds.set(total)
         info = self.backend.describe()
         metrics().backend_info.labels(info["backend"], info["device"], info["precision"], self.mode).set(1)
-        runtime.write_worker_state(worker, {**info, "mode": self.mode, "startup_seconds": round(total, 3)})
-        log("ready", worker=worker, startup_seconds=round(total, 3), **info)
+        runtime.write_worker_state(
+            worker, {**info, "mode": self.mode, "startup_seconds": round(total, 3), "pid": os.getpid()}
+        )
+        log("ready", worker=worker, pid=os.getpid(), startup_seconds=round(total, 3), **info)
 
     def _load(self, phases: dict[str, float]) -> tuple[Backend, str]:
         start = time.perf_counter()
@@ -147,17 +152,20 @@ class CutoutAPI(ls.LitAPI):
     # -- requests ----------------------------------------------------------
 
     def decode_request(self, request: dict) -> Job:
-        job = Job(params=CutoutParams.from_dict(request["params"]))
+        job = Job(params=CutoutParams.from_dict(request["params"]), request_id=request["id"])
         try:
             with Stopwatch(job, "decode"):
-                data = base64.b64decode(request["image"], validate=True)
+                data = handoff.take(job.request_id)
+                if data is None:
+                    job.error = (499, "cancelled before inference: the client left or the deadline passed")
+                    metrics().cancelled.inc()
+                    return job
                 job.image = decode_image(data, self.settings.max_pixels)
+                del data
             with Stopwatch(job, "preprocess"):
                 job.tensor = preprocess(job.image, self.backend.bundle.input_size)
         except ImageError as exc:
             job.error = (exc.status, str(exc))
-        except (binascii.Error, ValueError) as exc:
-            job.error = (400, f"image is not valid base64: {exc}")
         return job
 
     def unbatch(self, output: list[Job]) -> list[Job]:
@@ -179,6 +187,7 @@ class CutoutAPI(ls.LitAPI):
         return jobs
 
     def encode_response(self, job: Job) -> Response:
+        handoff.answered(job.request_id)
         if job.error is not None:
             status, detail = job.error
             return JSONResponse({"detail": detail}, status_code=status)
@@ -186,7 +195,7 @@ class CutoutAPI(ls.LitAPI):
         with Stopwatch(job, "postprocess"):
             size = output_size(job.image.size, params.max_size)
             alpha = final_alpha(upsample_mask(job.mask, (size[1], size[0])), params)
-            result = compose(resize_image(job.image, size), alpha, params)
+            result = compose(resize_image(job.image, size), alpha, params, self.settings.refine_max_pixels)
         with Stopwatch(job, "encode"):
             body = encode(result, params.format)
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in job.timings.items())

@@ -97,22 +97,44 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB. 16-bit and 32-bit integer images are scaled, not clipped."""
+    """Any Pillow mode -> 8-bit RGB. 16-bit and 32-bit integer images are scaled, not clipped.
+
+    Done in the image's own integer width through a lookup table (and float
+    images in float32): a 40 MP 16-bit image costs its 8-bit result, not
+    float64 copies of itself.
+    """
     if img.mode == "RGB":
         return img
     if img.mode in SIXTEEN_BIT_MODES:
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        return Image.fromarray(_integer_to_uint8(np.asarray(img)), "L").convert("RGB")
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
-        scaled = (arr - low) / (high - low) if high > low else np.zeros_like(arr)
-        return Image.fromarray((np.nan_to_num(scaled) * 255 + 0.5).astype(np.uint8), "L").convert("RGB")
+        arr = np.array(img, dtype=np.float32)
+        finite = np.isfinite(arr)
+        low = float(arr[finite].min()) if finite.any() else 0.0
+        high = float(arr[finite].max()) if finite.any() else 0.0
+        arr[~finite] = low
+        arr -= low
+        arr *= 255.0 / (high - low) if high > low else 0.0
+        arr += 0.5
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     return img.convert("RGB")
+
+
+_SIXTEEN_TO_EIGHT = ((np.arange(65536, dtype=np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _integer_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Gray levels of a 16-bit (or 32-bit "I") image -> uint8: 0..65535 scaled, or 0..255 kept."""
+    if arr.dtype.byteorder not in ("=", "|"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    top = int(arr.max(initial=0))
+    if top <= 255:
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.dtype != np.uint16:
+        arr = np.clip(arr, 0, 65535).astype(np.uint16)
+    return _SIXTEEN_TO_EIGHT[arr]
 
 
 def preprocess(img: Image.Image, size: tuple[int, int]) -> np.ndarray:

@@ -30,6 +30,11 @@ def metrics():
             "inspyrenet_stage_seconds", "Time per request stage in the inference worker", ["stage"],
             buckets=_LATENCY_BUCKETS,
         )
+        cancelled = Counter(
+            "inspyrenet_cancelled_requests",
+            "Requests skipped before inference: their client left or their deadline passed",
+        )
+        worker_deaths = Counter("inspyrenet_worker_deaths", "Inference workers that died and were replaced")
         batch_size = Histogram(
             "inspyrenet_batch_size", "Images per model call", buckets=(1, 2, 4, 8, 16, 32)
         )

@@ -40,3 +40,28 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     for radius in RADII:
         foreground, background = _fusion_pass(image, foreground, background, alpha, radius)
     return (foreground * 255.0 + 0.5).astype(np.uint8)
+
+
+def refine_colours(rgb: np.ndarray, alpha: np.ndarray, max_pixels: int) -> np.ndarray:
+    """``estimate_foreground`` within a pixel budget: over ``max_pixels``, estimated at a reduced size.
+
+    The full-size estimate holds about a dozen float32 copies of the image
+    (5 GB at 40 MP). Over the budget the estimate is made on the image
+    shrunk to ``max_pixels`` and brought back up, and only the soft edge
+    (0 < alpha < 1 at 8 bits) takes its colours: elsewhere the estimate
+    equals the input anyway.
+    """
+    height, width = alpha.shape
+    if height * width <= max_pixels:
+        return estimate_foreground(rgb, alpha)
+    scale = (max_pixels / (height * width)) ** 0.5
+    small = (max(1, int(width * scale)), max(1, int(height * scale)))
+    small_rgb = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA)
+    small_alpha = cv2.resize(np.ascontiguousarray(alpha, dtype=np.float32), small, interpolation=cv2.INTER_AREA)
+    estimate = cv2.resize(estimate_foreground(small_rgb, small_alpha), (width, height),
+                          interpolation=cv2.INTER_LINEAR)
+    alpha8 = (np.clip(alpha, 0.0, 1.0) * 255).astype(np.uint8)
+    edge = (alpha8 > 0) & (alpha8 < 255)
+    refined = np.array(rgb, copy=True)
+    refined[edge] = estimate[edge]
+    return refined

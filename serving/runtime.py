@@ -54,6 +54,11 @@ def write_worker_state(worker: str, state: dict[str, Any]) -> None:
     write_json_atomic(root() / f"worker-{worker}.json", state)
 
 
+def forget_worker(worker: str) -> None:
+    """The worker died: until its replacement is warm, /warmup does not count it."""
+    (root() / f"worker-{worker}.json").unlink(missing_ok=True)
+
+
 def write_worker_error(worker: str, error: str) -> None:
     write_json_atomic(root() / f"error-{worker}.json", {"error": error})
 

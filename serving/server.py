@@ -8,19 +8,26 @@ load and warm the backend (``serving.api``).
 
 LitServe installs no SIGTERM handler: without one, Cloud Run's SIGTERM kills
 the main process and orphans the workers. Ours stops the HTTP processes first
-(uvicorn finishes in-flight requests), then lets LitServe stop the workers.
+(uvicorn finishes in-flight requests), then lets LitServe stop the workers; a
+SIGTERM during start-up (no request can be in flight yet) stops at once.
+
+A worker that dies (an OOM kill, a crashed GPU runtime) is replaced by
+LitServe's ``restart_workers``; ``WorkerSupervisor`` logs why it died, has the
+requests it held answered 503 at once (``serving.handoff``), and keeps
+``/health`` at 503 until a worker is warm again.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
-from serving import runtime
+from serving import handoff, lifetime, runtime
 from serving.backends import cannot_run
 from serving.bundle import MANIFEST_NAME, BundleError, load_bundle
 from serving.logs import log
@@ -29,10 +36,16 @@ from serving.settings import Settings
 from serving.storage import StorageError
 
 HTTP_DRAIN_SECONDS = 30
+WATCH_SECONDS = 0.25
+MAX_FAILED_RESTARTS = 3
 
 
 class ServeError(Exception):
     """The server cannot start; the message is one line."""
+
+
+class StartupInterrupted(Exception):
+    """SIGTERM arrived before the server was serving."""
 
 
 def preflight(settings: Settings) -> tuple[list[str], set[str]]:
@@ -66,21 +79,121 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
     return usable, verified
 
 
-def _install_sigterm(server) -> None:
-    def drain() -> None:
-        http = [p for p in mp.active_children() if p.name.startswith("LitServer-")]
-        for process in http:
-            process.terminate()  # uvicorn: stop accepting, finish in-flight requests
-        for process in http:
-            process.join(timeout=HTTP_DRAIN_SECONDS)
+def _http_processes() -> list[mp.Process]:
+    return [p for p in mp.active_children() if p.name.startswith("LitServer-")]
+
+
+def _stop_serving(server) -> None:
+    """Stop the HTTP processes (uvicorn finishes in-flight requests), then LitServe's workers and manager."""
+    http = _http_processes()
+    for process in http:
+        process.terminate()
+    for process in http:
+        process.join(timeout=HTTP_DRAIN_SECONDS)
+    try:
         if server._shutdown_event is not None:  # None until LitServe has started its manager
-            server._shutdown_event.set()  # LitServe's own shutdown path: workers, queues, manager
+            server._shutdown_event.set()
+    except (OSError, EOFError):  # the manager has already stopped: so has LitServe
+        pass
+
+
+def _install_sigterm(server) -> None:
+    stopping = threading.Event()
 
     def on_sigterm(signum, frame) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        if not _http_processes():
+            raise StartupInterrupted  # out of LitServe's wait for warm workers, in the main thread
         log("SIGTERM received: draining in-flight requests, then stopping")
-        threading.Thread(target=drain, name="sigterm-drain", daemon=True).start()
+        threading.Thread(target=_stop_serving, args=(server,), name="sigterm-drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _exit_cause(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "unknown exit"
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
+        return f"killed by {name}" + (" (out of memory?)" if exitcode == -signal.SIGKILL else "")
+    return f"exit code {exitcode}"
+
+
+class WorkerSupervisor(threading.Thread):
+    """Watches LitServe's inference workers from the main process; LitServe restarts a dead one.
+
+    On a death: the cause is logged, the requests the worker held are marked
+    lost (their HTTP processes answer 503), and its status goes back to
+    STARTING so ``/health`` is 503 until a worker is warm. A worker that dies
+    during start-up is an error LitServe reports; after ``MAX_FAILED_RESTARTS``
+    replacements in a row fail, the server stops with the last reason.
+    """
+
+    def __init__(self, server):
+        super().__init__(name="worker-supervisor", daemon=True)
+        self.server = server
+        self.failure: str | None = None
+        self._seen: set[int] = set()
+        self._failed_restarts = 0
+
+    def run(self) -> None:
+        try:
+            while not self._shutting_down():
+                workers = list(getattr(self.server, "inference_workers", None) or [])
+                watched = [p for p in workers if p.pid is not None and p.pid not in self._seen]
+                if not watched:
+                    time.sleep(WATCH_SECONDS)
+                    continue
+                ready = multiprocessing.connection.wait([p.sentinel for p in watched], timeout=WATCH_SECONDS)
+                for process in watched:
+                    if process.sentinel in ready and not self._shutting_down():
+                        self._seen.add(process.pid)
+                        self._on_death(workers.index(process), process)
+        except Exception:  # noqa: BLE001 - LitServe's manager is gone (its proxies fail in several ways): stopping
+            return
+
+    def _shutting_down(self) -> bool:
+        event = self.server._shutdown_event
+        return event is not None and event.is_set()
+
+    def _on_death(self, index: int, process: mp.Process) -> None:
+        from litserve.utils import WorkerSetupStatus
+
+        process.join(timeout=1)
+        cause = _exit_cause(process.exitcode)
+        was_serving = any(state.get("pid") == process.pid for state in runtime.worker_states())
+        handoff.mark_dead(process.pid)
+        runtime.forget_worker(str(index))
+        key = next((k for k in self.server.workers_setup_status.keys() if k.endswith(f"_{index}")), None)
+        if was_serving:
+            self._failed_restarts = 0
+            if key is not None:
+                self.server.workers_setup_status[key] = WorkerSetupStatus.STARTING  # until LitServe's restart is warm
+            log("inference worker died: replacing it", severity="ERROR", worker=str(index), pid=process.pid,
+                cause=cause)
+            _count_death()
+            return
+        errors = runtime.worker_errors()
+        reason = errors[-1] if errors else f"worker {index} died during start-up: {cause}"
+        self._failed_restarts += 1
+        log("inference worker failed to start", severity="ERROR", worker=str(index), pid=process.pid,
+            cause=cause, reason=reason, failures=self._failed_restarts)
+        if not _http_processes():  # the first start: LitServe stops waiting on an ERROR and reports it
+            runtime.write_worker_error(str(index), reason)
+            if key is not None:
+                self.server.workers_setup_status[key] = WorkerSetupStatus.ERROR
+        elif self._failed_restarts >= MAX_FAILED_RESTARTS:
+            self.failure = f"the inference worker failed to start {self._failed_restarts} times in a row: {reason}"
+            log("stopping: " + self.failure, severity="ERROR")
+            _stop_serving(self.server)
+
+
+def _count_death() -> None:
+    from serving.metrics import metrics
+
+    metrics().worker_deaths.inc()
 
 
 def _build_server(settings: Settings, usable: list[str], verified: set[str]):
@@ -92,6 +205,7 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
     from fastapi.middleware.cors import CORSMiddleware
     from starlette.middleware.gzip import GZipMiddleware
 
+    from serving.admission import Admission
     from serving.api import API_PATH, CutoutAPI
     from serving.http import CutoutGateway, prometheus, warmup
 
@@ -101,12 +215,16 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
         accelerator="cpu",  # a label only: the backend picks the GPU itself, and "auto" would import torch
         workers_per_device=settings.workers,
         timeout=settings.request_timeout,
+        restart_workers=True,
+        disable_openapi_url=not settings.docs,  # also turns off /docs and /redoc
     )
+    server.monitor_internal = WATCH_SECONDS  # how often LitServe looks for a dead worker to restart
+    _replace_health_route(server, keep_info=settings.docs)
     # LitServe gzips every response over 1 kB; PNG/WebP/JPEG do not compress and
     # a 12 MP cutout would cost seconds of CPU.
     server.app.user_middleware = [m for m in server.app.user_middleware if m.cls is not GZipMiddleware]
     server.app.add_middleware(
-        CutoutGateway, api_path=API_PATH, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key
+        CutoutGateway, api_path=API_PATH, settings=settings, admission=Admission(settings.in_flight_limit)
     )
     if settings.cors_origins:
         server.app.add_middleware(
@@ -118,9 +236,26 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
                             "Server-Timing"],
             max_age=600,
         )
-    server.app.add_api_route("/warmup", warmup, methods=["POST", "GET"])
-    server.app.add_api_route("/metrics", prometheus, methods=["GET"])
+    server.app.add_api_route("/warmup", warmup, methods=["POST", "GET"], include_in_schema=False)
+    server.app.add_api_route("/metrics", prometheus, methods=["GET"], include_in_schema=False)
     return server
+
+
+def _replace_health_route(server, keep_info: bool) -> None:
+    """/health: 200 while at least one worker is warm (LitServe's wants all of them); "/" and /info off."""
+    from litserve.utils import WorkerSetupStatus
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+
+    async def health(request: Request) -> PlainTextResponse:
+        statuses = getattr(server, "workers_setup_status", None) or {}
+        if any(status == WorkerSetupStatus.READY for status in statuses.values()):
+            return PlainTextResponse("ok")
+        return PlainTextResponse("not ready", status_code=503)
+
+    dropped = {"/health", "/"} | (set() if keep_info else {"/info"})
+    server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) not in dropped]
+    server.app.add_route("/health", health, methods=["GET"], include_in_schema=False)
 
 
 def pull_if_missing(settings: Settings) -> None:
@@ -149,9 +284,13 @@ def run(settings: Settings) -> None:
     except (BundleError, SelectionError) as exc:
         raise ServeError(str(exc)) from None
     runtime.prepare(started)
+    handoff.prepare()
+    lifetime.register_main_process()
     try:
         server = _build_server(settings, usable, verified)
+        supervisor = WorkerSupervisor(server)
         _install_sigterm(server)
+        supervisor.start()
         try:
             server.run(
                 host=settings.host,
@@ -159,12 +298,29 @@ def run(settings: Settings) -> None:
                 log_level=settings.log_level,
                 generate_client_file=False,
                 access_log=False,
+                http="h11",  # httptools has no header size limit
+                h11_max_incomplete_event_size=settings.max_header_bytes,
             )
+        except StartupInterrupted:
+            _end_children()
+            log("SIGTERM during start-up: stopped", uptime_seconds=round(time.time() - started, 1))
+            return
         except RuntimeError as exc:
             errors = runtime.worker_errors() or [str(exc)]
-            for child in mp.active_children():
-                child.terminate()
+            _end_children()
             raise ServeError(errors[0]) from None
+        if supervisor.failure:
+            raise ServeError(supervisor.failure)
     finally:
         runtime.cleanup()
     log("stopped", uptime_seconds=round(time.time() - started, 1))
+
+
+def _end_children() -> None:
+    children = mp.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()

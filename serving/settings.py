@@ -29,8 +29,14 @@ class Settings:
     max_pixels: int = field(default=40_000_000, metadata={"env": "INSPYRENET_MAX_PIXELS"})
     max_body_bytes: int = field(default=30 * 1024 * 1024, metadata={"env": "INSPYRENET_MAX_BODY_BYTES"})
     request_timeout: float = field(default=60.0, metadata={"env": "INSPYRENET_REQUEST_TIMEOUT"})
+    max_in_flight: int = field(default=0, metadata={"env": "INSPYRENET_MAX_IN_FLIGHT"})
+    body_timeout: float = field(default=60.0, metadata={"env": "INSPYRENET_BODY_TIMEOUT"})
+    max_header_bytes: int = field(default=16 * 1024, metadata={"env": "INSPYRENET_MAX_HEADER_BYTES"})
+    refine_max_pixels: int = field(default=12_000_000, metadata={"env": "INSPYRENET_REFINE_MAX_PIXELS"})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "INSPYRENET_CORS_ORIGINS"})
     api_key: str | None = field(default=None, metadata={"env": "LIT_SERVER_API_KEY"})
+    metrics_public: bool = field(default=False, metadata={"env": "INSPYRENET_METRICS_PUBLIC"})
+    docs: bool = field(default=False, metadata={"env": "INSPYRENET_DOCS"})
     verify: bool = field(default=True, metadata={"env": "INSPYRENET_VERIFY"})
     log_level: str = field(default="warning", metadata={"env": "INSPYRENET_LOG_LEVEL"})
 
@@ -56,11 +62,26 @@ class Settings:
             raise SettingsError(f"port must be from 1024 to 65535 (LitServe's range), got {self.port}")
         if self.host not in ("0.0.0.0", "127.0.0.1", "::"):
             raise SettingsError(f"host must be 0.0.0.0, 127.0.0.1 or :: (LitServe's choices), got {self.host!r}")
-        for name in ("workers", "max_batch_size", "max_pixels", "max_body_bytes"):
+        for name in ("workers", "max_batch_size", "max_pixels", "max_body_bytes", "refine_max_pixels"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.batch_timeout < 0 or self.request_timeout <= 0:
-            raise SettingsError("batch_timeout must be >= 0 and request_timeout > 0")
+        if self.max_in_flight < 0:
+            raise SettingsError(f"max_in_flight must be 0 (automatic) or more, got {self.max_in_flight}")
+        if self.max_header_bytes < 1024:
+            raise SettingsError(f"max_header_bytes must be at least 1024, got {self.max_header_bytes}")
+        if self.batch_timeout < 0 or self.request_timeout <= 0 or self.body_timeout <= 0:
+            raise SettingsError("batch_timeout must be >= 0, request_timeout and body_timeout > 0")
+        if self.api_key is not None and not self.api_key.isprintable():
+            raise SettingsError("LIT_SERVER_API_KEY must not hold control characters or line breaks")
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Requests admitted at once (running or queued); beyond it the answer is 503 at once.
+
+        Automatic: four full batches per worker, one running and three waiting, so a
+        burst queues for at most about three inference times before 503s begin.
+        """
+        return self.max_in_flight or 4 * self.workers * self.max_batch_size
 
 
 def _convert(name: str, env: str, raw: str):

@@ -146,3 +146,51 @@ def test_upsample_matches_torch_align_corners(target):
 def test_mask_to_uint8_truncates_like_remover():
     mask = np.array([[0.0, 0.5, 0.999, 1.0, 1.2, -0.1]], dtype=np.float32)
     assert mask_to_uint8(mask).tolist() == [[0, 127, 254, 255, 255, 0]]
+
+
+def traced_peak_bytes(function) -> int:
+    """Peak of numpy's (and Python's) allocations while ``function`` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_sixteen_bit_image_costs_its_8_bit_result_not_float64_copies():
+    # An attack found a 89 KB 16-bit PNG of 40 MP costing +1 GB in the worker (float64 copies).
+    width, height = 4000, 3000
+    ramp = (np.arange(width, dtype=np.uint32) * 65535 // (width - 1)).astype(np.uint16)
+    data = encode(Image.fromarray(np.tile(ramp, (height, 1))), "PNG")
+    decoded = {}
+    peak = traced_peak_bytes(lambda: decoded.setdefault("img", decode_image(data)))
+    img = decoded["img"]
+    assert img.mode == "RGB" and img.size == (width, height)
+    row = np.asarray(img)[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255 and np.all(np.diff(row) >= 0)  # scaled, not clipped
+    assert peak < 6 * width * height  # the float64 path peaked at 24 bytes per pixel
+
+
+def test_refine_over_its_pixel_budget_works_at_a_reduced_size():
+    from serving.cutout import compose
+    from serving.params import CutoutParams
+    from serving.refine import estimate_foreground
+
+    width, height = 2400, 1600
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    alpha = np.clip((xx - width / 2) / 200 + 0.5, 0, 1).astype(np.float32)  # a soft vertical edge
+    rgb = np.dstack([(xx / width * 255), (yy / height * 255), np.full_like(xx, 90)]).astype(np.uint8)
+    img = Image.fromarray(rgb, "RGB")
+    params = CutoutParams(refine=True)
+    full = estimate_foreground(rgb, alpha)
+    capped = {}
+    peak = traced_peak_bytes(lambda: capped.setdefault("out", compose(img, alpha, params, refine_max_pixels=400_000)))
+    out = np.asarray(capped["out"])
+    alpha8 = out[..., 3]
+    edge = (alpha8 > 0) & (alpha8 < 255)
+    assert np.array_equal(out[alpha8 == 255][:, :3], rgb[alpha8 == 255])  # opaque pixels keep their colour
+    assert np.abs(out[edge][:, :3].astype(int) - full[edge].astype(int)).mean() < 4  # close to full-size refine
+    assert peak < 32 * width * height  # at full size this compose peaked at 96 bytes per pixel

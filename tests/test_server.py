@@ -36,7 +36,8 @@ def photo_bytes(fmt: str = "JPEG", size=(451, 300), mode="RGB", **params) -> byt
 
 @pytest.fixture(scope="module")
 def server(fast_bundle):
-    env = {"INSPYRENET_CORS_ORIGINS": ORIGIN, "INSPYRENET_MAX_BODY_BYTES": str(3 * 1024 * 1024)}
+    env = {"INSPYRENET_CORS_ORIGINS": ORIGIN, "INSPYRENET_MAX_BODY_BYTES": str(3 * 1024 * 1024),
+           "INSPYRENET_MAX_IN_FLIGHT": "32"}  # room for the twenty concurrent requests below
     process = start_server(fast_bundle, env=env, block_torch=True)
     yield process
     process.stop()
@@ -104,7 +105,10 @@ def test_multipart_and_json_inputs(client):
     data_url = client.post(API, json={"image": "data:image/jpeg;base64," + base64.b64encode(data).decode()},
                            params={"output": "mask"})
     raw = post_image(client, data, output="mask")
-    masks = [np.asarray(decode(r)) for r in (multipart, as_json, data_url, raw)]
+    # A data URL with parameters (RFC 2397) and base64 wrapped at 76 columns, as MIME tools write it.
+    data_url_with_name = "data:image/jpeg;name=cat.jpg;base64," + base64.encodebytes(data).decode()
+    wrapped = client.post(API, json={"image": data_url_with_name, "output": "mask"})
+    masks = [np.asarray(decode(r)) for r in (multipart, as_json, data_url, raw, wrapped)]
     for other in masks[1:]:
         assert np.array_equal(masks[0], other)
 
@@ -330,35 +334,42 @@ def alive(pid: int) -> bool:
         return False
 
 
+KEY = "s3cret-clé"
+KEY_HEADER = {"X-API-Key": KEY.encode("utf-8")}
+
+
 @pytest.fixture(scope="module")
 def keyed_server(fast_bundle):
-    process = start_server(fast_bundle, env={"LIT_SERVER_API_KEY": "s3cret", "INSPYRENET_WORKERS": "2"})
+    process = start_server(fast_bundle, env={"LIT_SERVER_API_KEY": KEY, "INSPYRENET_WORKERS": "2"})
     yield process
     process.stop()
 
 
-def test_api_key_guards_inference_only(keyed_server):
+def test_api_key_guards_inference(keyed_server):
     with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
         assert http.get("/health").status_code == 200  # the startup probe sends no key
         refused = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg"})
         assert refused.status_code == 401 and "X-API-Key" in refused.json()["detail"]
         wrong = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg", "X-API-Key": "nope"})
         assert wrong.status_code == 401
-        ok = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg", "X-API-Key": "s3cret"})
-        assert ok.status_code == 200
+        ok = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg", **KEY_HEADER})
+        assert ok.status_code == 200  # a non-ASCII key, sent as UTF-8, matches
+        assert http.get("/metrics").status_code == 401
 
 
 def test_metrics_count_across_two_workers(keyed_server):
     ready = [line for line in keyed_server.log_lines() if line.get("message") == "ready"]
     assert {line["worker"] for line in ready} == {"0", "1"}
     with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
-        before = metric(http.get("/metrics").text, "inspyrenet_stage_seconds_count", stage="inference")
-        headers = {"Content-Type": "image/jpeg", "X-API-Key": "s3cret"}
+        before = metric(http.get("/metrics", headers=KEY_HEADER).text, "inspyrenet_stage_seconds_count",
+                        stage="inference")
+        headers = {"Content-Type": "image/jpeg", **KEY_HEADER}
         with ThreadPoolExecutor(max_workers=6) as pool:
             codes = list(pool.map(lambda _: http.post(API, content=photo_bytes(), headers=headers).status_code,
                                   range(6)))
         assert codes == [200] * 6
-        after = metric(http.get("/metrics").text, "inspyrenet_stage_seconds_count", stage="inference")
+        after = metric(http.get("/metrics", headers=KEY_HEADER).text, "inspyrenet_stage_seconds_count",
+                       stage="inference")
     assert after == before + 6
 
 
@@ -371,7 +382,7 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(keyed_server)
         big = photo_bytes(size=(3000, 2000))
         with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
             result["response"] = http.post(
-                API, content=big, headers={"Content-Type": "image/jpeg", "X-API-Key": "s3cret"},
+                API, content=big, headers={"Content-Type": "image/jpeg", **KEY_HEADER},
                 params={"refine": "true"},
             )
         result["done_at"] = time.monotonic()

@@ -1,0 +1,73 @@
+"""Which routes answer without the API key, and which exist at all: the real app, called in-process.
+
+The server's FastAPI app is built as ``inspyrenet serve`` builds it (LitServe,
+our gateway and routes) and called through httpx's ASGI transport; no worker
+is started, so ``/health`` is 503 here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from serving import runtime
+from serving.server import _build_server
+from serving.settings import Settings
+
+KEY = "s3cret-clé"  # non-ASCII: clients send it as UTF-8 bytes
+
+
+def call(settings: Settings, path: str, key: bytes | None = None) -> int:
+    server = _build_server(settings, usable=["onnxruntime"], verified=set())
+
+    async def go() -> int:
+        transport = httpx.ASGITransport(app=server.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"X-API-Key": key} if key is not None else {}
+            return (await client.get(path, headers=headers)).status_code
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(autouse=True)
+def run_dir():
+    runtime.prepare()
+    yield
+    runtime.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("path", "without_key", "with_key"),
+    [
+        ("/health", 503, 503),  # open (Cloud Run's probes send no key); 503: no worker in this test
+        ("/warmup", 503, 503),
+        ("/metrics", 401, 200),
+        ("/info", 401, 404),  # LitServe's server configuration: off unless INSPYRENET_DOCS
+        ("/docs", 401, 404),
+        ("/redoc", 401, 404),
+        ("/openapi.json", 401, 404),
+        ("/", 401, 404),
+        ("/no-such-route", 401, 404),
+    ],
+)
+def test_the_key_guards_every_route_but_health_and_warmup(path, without_key, with_key):
+    settings = Settings(api_key=KEY)
+    assert call(settings, path) == without_key
+    assert call(settings, path, key=b"wrong") == without_key
+    assert call(settings, path, key=KEY.encode("utf-8")) == with_key
+
+
+def test_settings_open_metrics_and_the_docs():
+    settings = Settings(api_key=KEY, metrics_public=True, docs=True)
+    assert call(settings, "/metrics") == 200
+    assert call(settings, "/openapi.json") == 401  # docs on, still behind the key
+    for path in ("/openapi.json", "/docs", "/info"):
+        assert call(settings, path, key=KEY.encode("utf-8")) == 200
+
+
+def test_without_a_key_the_docs_stay_off():
+    for path in ("/docs", "/openapi.json", "/info", "/"):
+        assert call(Settings(), path) == 404
+    assert call(Settings(), "/metrics") == 200

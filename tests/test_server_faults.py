@@ -1,0 +1,230 @@
+"""The server under faults and load, for real: a killed worker, a full queue, clients that leave,
+slow bodies, huge headers, signals at awkward moments. Each test here failed before issue 14."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.bench import descendants, free_port
+from tests.conftest import REPO
+from tests.server_process import start_server
+from tests.test_server import API, decode, metric, photo_bytes, post_image
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return "\nState:\tZ" not in handle.read()
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids: list[int], seconds: float = 15) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if alive(pid)]
+
+
+def worker_pid(server) -> int:
+    ready = [line for line in server.log_lines() if line.get("message") == "ready"]
+    return ready[-1]["pid"]
+
+
+def slow_request(url: str, result: dict, **params) -> threading.Thread:
+    """A request that keeps the worker busy for seconds (a large image, refined)."""
+    big = photo_bytes(size=(3000, 2000))
+
+    def run() -> None:
+        try:
+            result["response"] = httpx.post(url + API, content=big, headers={"Content-Type": "image/jpeg"},
+                                            params={"refine": "true", **params}, timeout=60)
+        except httpx.HTTPError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(scope="module")
+def faults_server(fast_bundle, tmp_path_factory):
+    run_parent = tmp_path_factory.mktemp("run")
+    env = {"INSPYRENET_MAX_IN_FLIGHT": "2", "INSPYRENET_BODY_TIMEOUT": "2", "TMPDIR": str(run_parent)}
+    process = start_server(fast_bundle, env=env)
+    process.run_parent = run_parent
+    yield process
+    process.stop()
+
+
+def taken_by(server, pid: int) -> list[Path]:
+    return [path for path in server.run_parent.glob(f"inspyrenet-run-*/taken/{pid}/*")]
+
+
+def test_a_killed_worker_is_replaced_and_its_request_answered_503(faults_server):
+    server = faults_server
+    pid = worker_pid(server)
+    result: dict = {}
+    thread = slow_request(server.url, result)
+    deadline = time.monotonic() + 60
+    while not taken_by(server, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert taken_by(server, pid), "the worker never took the request"
+    os.kill(pid, signal.SIGKILL)  # what an OOM kill does
+    thread.join(timeout=60)
+    response = result["response"]  # before: no response at all (the request hung, then was dropped)
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert "inference worker stopped" in response.json()["detail"]
+    codes = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        codes.append(httpx.get(server.url + "/health", timeout=10).status_code)
+        if codes[-1] == 200 and 503 in codes:
+            break
+        time.sleep(0.1)
+    assert 503 in codes and codes[-1] == 200  # 503 while no worker is warm, 200 once the new one is
+    assert server.process.poll() is None  # the server lives on
+    assert decode(post_image(httpx.Client(base_url=server.url, timeout=60), photo_bytes())).mode == "RGBA"
+    died = [line for line in server.log_lines() if line.get("message") == "inference worker died: replacing it"]
+    assert died and died[0]["pid"] == pid and "SIGKILL" in died[0]["cause"]
+    assert worker_pid(server) != pid
+
+
+def test_over_the_admission_limit_the_answer_is_503_at_once(faults_server):
+    data = photo_bytes(size=(1500, 1000))
+    with httpx.Client(base_url=faults_server.url, timeout=60) as client:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            responses = list(pool.map(lambda _: post_image(client, data, output="mask"), range(8)))
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 503} and codes.count(200) >= 2  # before: all 8 queued (and, at 50, 504s)
+    for response in responses:
+        if response.status_code == 503:
+            assert int(response.headers["retry-after"]) >= 1
+            assert "limit of 2 requests in flight" in response.json()["detail"]
+        else:
+            assert decode(response).size == (1500, 1000)
+
+
+def test_requests_whose_client_left_are_not_run(faults_server):
+    url = faults_server.url
+    before = httpx.get(url + "/metrics").text
+    busy: dict = {}
+    pid = worker_pid(faults_server)
+    thread = slow_request(url, busy)  # keeps the worker busy while the next client waits, then leaves
+    deadline = time.monotonic() + 60
+    while not taken_by(faults_server, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(url + API, content=photo_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=1.0)
+    thread.join(timeout=60)
+    assert busy["response"].status_code == 200
+    with httpx.Client(base_url=url, timeout=60) as client:
+        assert decode(post_image(client, photo_bytes())).mode == "RGBA"
+        after = client.get("/metrics").text
+    assert metric(after, "inspyrenet_cancelled_requests_total") == metric(
+        before, "inspyrenet_cancelled_requests_total") + 1
+    inference = "inspyrenet_stage_seconds_count"
+    assert metric(after, inference, stage="inference") == metric(before, inference, stage="inference") + 2
+
+
+def http_exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes (a request with ``Connection: close``); the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(faults_server):
+    head = (f"POST {API} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: image/jpeg\r\n"
+            "Content-Length: 100000\r\n\r\n").encode()
+    answer = http_exchange(faults_server.port, head + b"\xff\xd8" * 10)  # then nothing more
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"did not arrive within 2 s" in answer
+
+
+@pytest.mark.parametrize("size", [20 * 1024, 1024 * 1024, 64 * 1024 * 1024])
+def test_huge_headers_are_refused(faults_server, size):
+    header = b"X-Padding: " + b"a" * size + b"\r\n"
+    try:
+        head = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        answer = http_exchange(faults_server.port, head + header + b"\r\n")
+    except (ConnectionResetError, BrokenPipeError):
+        answer = b"HTTP/1.1 400 (connection closed while we were still sending)"
+    # 431 from the gateway, or 400 from h11 when the headers outgrow its buffer mid-read;
+    # before: a 64 MB header was read, and answered 200
+    assert answer.split()[1] in (b"400", b"431"), answer[:200]
+    assert httpx.get(faults_server.url + "/health").status_code == 200
+
+
+def test_a_second_image_part_is_refused(faults_server):
+    data = photo_bytes()
+    response = httpx.post(faults_server.url + API, timeout=60,
+                          files=[("image", ("a.jpg", data, "image/jpeg")), ("image", ("b.jpg", data, "image/jpeg"))])
+    assert response.status_code == 400 and "2 'image' parts" in response.json()["detail"]
+
+
+def sixteen_bit_bomb() -> bytes:
+    """A small PNG of 40 MP, 16-bit: before, decoding it cost +1 GB (float64 copies)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((5000, 8000), dtype=np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_40_mp_16_bit_png_is_served(faults_server):
+    data = sixteen_bit_bomb()
+    assert len(data) < 200_000
+    response = httpx.post(faults_server.url + API, content=data, headers={"Content-Type": "image/png"},
+                          params={"output": "mask", "max_size": "400"}, timeout=120)
+    assert decode(response).size == (400, 250)
+
+
+def start_in_background(bundle: Path) -> tuple[subprocess.Popen, Path]:
+    port = free_port()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-{port}.log"
+    env = {**os.environ, "PORT": str(port), "INSPYRENET_HOST": "127.0.0.1"}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--artifacts", str(bundle)],
+                               cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    return process, log
+
+
+def test_sigterm_during_warm_up_stops_at_once(fast_bundle):
+    process, log = start_in_background(fast_bundle)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "spawn_main" not in " ".join(
+            Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in descendants(process.pid)
+            if Path(f"/proc/{pid}/cmdline").exists()):
+        time.sleep(0.05)
+    family = descendants(process.pid)
+    assert family, log.read_text()
+    process.send_signal(signal.SIGTERM)  # the worker is loading or warming up
+    assert process.wait(timeout=15) == 0  # before: 31-35 s, the forked HTTP process swallowing the signal
+    assert "SIGTERM during start-up: stopped" in log.read_text()
+    assert not wait_gone(family)
+
+
+def test_children_exit_when_the_main_process_is_killed(fast_bundle):
+    server = start_server(fast_bundle)
+    family = descendants(server.process.pid)
+    assert len(family) >= 3
+    server.process.kill()  # SIGKILL: no handler runs in the main process
+    server.process.wait()
+    assert not wait_gone(family)  # before: the HTTP process kept serving the port
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.url + "/health", timeout=5)

@@ -219,6 +219,33 @@ def bench(artifacts: Path, source: str | None, backends: tuple[str, ...], runs: 
     click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
 
 
+@main.command("load-test")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/fast"),
+              show_default=True, help="Bundle to serve.")
+@click.option("--backend", type=click.Choice(("onnxruntime", "torchscript", "tensorrt")), default="onnxruntime",
+              show_default=True)
+@click.option("--concurrency", type=click.IntRange(2, 500), default=50, show_default=True,
+              help="Requests released at once.")
+@click.option("--bodies", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Concurrent large bodies.")
+@click.option("--body-mb", type=click.IntRange(1, 64), default=29, show_default=True, help="Size of each large body.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
+              show_default=True, help="Where load.json goes.")
+@user_errors
+def load_test(artifacts: Path, backend: str, concurrency: int, bodies: int, body_mb: int, out: Path) -> None:
+    """Back-pressure and memory under load: a burst of requests, then a burst of large bodies."""
+    from rich.console import Console
+
+    from pipeline.load_test import markdown, run_load_test
+    from serving.bundle import load_bundle
+
+    load_bundle(artifacts, verify=False)  # a missing or broken bundle is one line, before any server starts
+    with Console(stderr=True).status("starting") as status:
+        report = run_load_test(artifacts, backend, concurrency, bodies, body_mb, out, status.update)
+    click.echo(markdown(report))
+    click.echo(f"written: {out / 'load.json'}")
+
+
 @main.command()
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("destination", metavar="gs://BUCKET/PREFIX")

@@ -4,6 +4,7 @@ slow bodies, huge headers, signals at awkward moments. Each test here failed bef
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -228,3 +229,24 @@ def test_children_exit_when_the_main_process_is_killed(fast_bundle):
     assert not wait_gone(family)  # before: the HTTP process kept serving the port
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/health", timeout=5)
+
+
+def test_load_test_command_reports_back_pressure(fast_bundle, tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("load-test", "--artifacts", str(fast_bundle), "--concurrency", "10", "--bodies", "2",
+                     "--body-mb", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "load.json").read_text())
+    burst = report["burst"]
+    assert burst["only_200_and_503"] and burst["all_503_have_retry_after"]
+    assert burst["by_status"]["503"]["count"] >= 1 and burst["by_status"]["200"]["count"] >= 1
+    assert report["large_bodies"]["by_status"]["415"]["count"] == 2  # random bytes: read, then refused
+    assert "Only 200 and 503: True" in result.stdout
+
+
+def test_load_test_without_a_bundle_is_one_line(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("load-test", "--artifacts", str(tmp_path / "none"))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")

@@ -96,7 +96,7 @@ class Running:
 
     def peak_rss_mb(self) -> float:
         """Sum of the peak resident set (VmHWM) over the server's process tree."""
-        return sum(_vm_hwm_kb(pid) for pid in [self.process.pid, *descendants(self.process.pid)]) / 1024
+        return sum(memory_kb(pid) for pid in [self.process.pid, *descendants(self.process.pid)]) / 1024
 
     def stop(self) -> None:
         self.process.terminate()
@@ -124,10 +124,11 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _vm_hwm_kb(pid: int) -> int:
+def memory_kb(pid: int, field: str = "VmHWM") -> int:
+    """A memory figure of a process from /proc (VmHWM: its peak resident set; VmRSS: now); 0 if it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass

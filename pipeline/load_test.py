@@ -26,7 +26,7 @@ from typing import Any, Callable
 import httpx
 import numpy as np
 
-from pipeline.bench import API, Running, ServerSpec, _vm_hwm_kb, descendants, machine, make_photo, ours
+from pipeline.bench import API, Running, ServerSpec, descendants, machine, make_photo, memory_kb, ours
 
 
 def _shoot(url: str, bodies: list[bytes], content_type: str) -> list[dict[str, Any]]:
@@ -69,16 +69,6 @@ def _forked_pids(server: Running) -> list[int]:
     return pids
 
 
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def burst(bundle: Path, backend: str, concurrency: int, progress: Callable[[str], None]) -> dict[str, Any]:
     server = Running(ours(bundle, backend))
     try:
@@ -112,11 +102,11 @@ def large_bodies(bundle: Path, backend: str, count: int, megabytes: int,
     try:
         server.wait_healthy()
         pids = _forked_pids(server)
-        before = {pid: _rss_kb(pid) for pid in pids}
+        before = {pid: memory_kb(pid, "VmRSS") for pid in pids}
         bodies = [os.urandom(megabytes * 1024 * 1024) for _ in range(count)]
         progress(f"{count} bodies of {megabytes} MB")
         results = _shoot(server.url, bodies, "application/octet-stream")
-        growth = {pid: (_vm_hwm_kb(pid) - before[pid]) / 1024 for pid in pids}
+        growth = {pid: (memory_kb(pid) - before[pid]) / 1024 for pid in pids}
     finally:
         server.stop()
     return {

@@ -61,6 +61,12 @@ class Stopwatch:
         metrics().stage_seconds.labels(self.stage).observe(seconds)
 
 
+def _one_line(exc: BaseException) -> str:
+    """An unexpected exception as one log-friendly line: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 class CutoutAPI(ls.LitAPI):
     def __init__(self, settings: Settings, backends: list[str], verified: set[str]):
         """``backends``: the artifacts to try in order; ``verified``: those the main process already hashed."""
@@ -83,7 +89,7 @@ class CutoutAPI(ls.LitAPI):
         try:
             self.backend, self.mode = self._load(phases)
         except Exception as exc:  # every setup failure is reported with its reason, not only the expected kinds
-            error = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else f"{type(exc).__name__}: {exc}"
+            error = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else _one_line(exc)
             runtime.write_worker_error(worker, error)
             log("startup failed", severity="ERROR", worker=worker, error=error)
             raise
@@ -117,9 +123,10 @@ class CutoutAPI(ls.LitAPI):
                 start = time.perf_counter()
                 backend = open_backend(bundle, artifact, device="auto")
                 phases["load"] = time.perf_counter() - start
-            except (BundleError, BackendUnavailable) as exc:
-                failures.append(f"{artifact.backend}: {exc}")
-                log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=str(exc))
+            except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error) skips it
+                reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else _one_line(exc)
+                failures.append(f"{artifact.backend}: {reason}")
+                log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
                 continue
             start = time.perf_counter()
             problem = self._warm_up(backend)
@@ -144,7 +151,7 @@ class CutoutAPI(ls.LitAPI):
             if self.settings.max_batch_size > 1:
                 outputs.append(backend.infer(np.repeat(probe, self.settings.max_batch_size, axis=0)))
         except Exception as exc:  # any runtime failure means: do not serve this artifact
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return _one_line(exc)
         if not all(np.isfinite(out).all() for out in outputs):
             return "the warm-up output is not finite"
         return None

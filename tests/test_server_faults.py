@@ -23,15 +23,7 @@ from PIL import Image
 from pipeline.bench import descendants, free_port
 from tests.conftest import REPO
 from tests.server_process import start_server
-from tests.test_server import API, decode, metric, photo_bytes, post_image
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return "\nState:\tZ" not in handle.read()
-    except FileNotFoundError:
-        return False
+from tests.test_server import API, alive, decode, metric, photo_bytes, post_image
 
 
 def wait_gone(pids: list[int], seconds: float = 15) -> list[int]:
@@ -205,15 +197,24 @@ def start_in_background(bundle: Path) -> tuple[subprocess.Popen, Path]:
     return process, log
 
 
+def spawned_worker(process: subprocess.Popen) -> int:
+    """The pid of the inference worker LitServe spawns (its command line names spawn_main)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for pid in descendants(process.pid):
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise AssertionError("no inference worker was spawned")
+
+
 def test_sigterm_during_warm_up_stops_at_once(fast_bundle):
     process, log = start_in_background(fast_bundle)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and "spawn_main" not in " ".join(
-            Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in descendants(process.pid)
-            if Path(f"/proc/{pid}/cmdline").exists()):
-        time.sleep(0.05)
+    spawned_worker(process)
     family = descendants(process.pid)
-    assert family, log.read_text()
     process.send_signal(signal.SIGTERM)  # the worker is loading or warming up
     assert process.wait(timeout=15) == 0  # before: 31-35 s, the forked HTTP process swallowing the signal
     assert "SIGTERM during start-up: stopped" in log.read_text()
@@ -250,3 +251,30 @@ def test_load_test_without_a_bundle_is_one_line(tmp_path):
 
     result = run_cli("load-test", "--artifacts", str(tmp_path / "none"))
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
+
+
+def test_a_worker_killed_during_start_up_is_reported_not_waited_for(fast_bundle):
+    process, log = start_in_background(fast_bundle)
+    os.kill(spawned_worker(process), signal.SIGKILL)  # an OOM kill while the model loads
+    assert process.wait(timeout=60) == 1  # before: LitServe waited for that worker forever
+    errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    assert errors == ["error: worker 0 died during start-up: killed by SIGKILL (out of memory?)"]
+
+
+def test_an_unexpected_setup_error_is_reported_with_its_type(fast_bundle, monkeypatch):
+    from serving import runtime
+    from serving.api import CutoutAPI
+    from serving.settings import Settings
+
+    def broken_load(self, phases):
+        raise MemoryError("cudaMalloc failed: out of memory")  # a kind LitServe would only call "failed to start"
+
+    runtime.prepare()
+    try:
+        monkeypatch.setattr(CutoutAPI, "_load", broken_load)
+        api = CutoutAPI(Settings(artifacts=fast_bundle), backends=["onnxruntime"], verified=set())
+        with pytest.raises(MemoryError):
+            api.setup("cpu")
+        assert runtime.worker_errors() == ["MemoryError: cudaMalloc failed: out of memory"]
+    finally:
+        runtime.cleanup()

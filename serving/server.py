@@ -289,9 +289,9 @@ def run(settings: Settings) -> None:
     try:
         server = _build_server(settings, usable, verified)
         supervisor = WorkerSupervisor(server)
-        _install_sigterm(server)
-        supervisor.start()
         try:
+            _install_sigterm(server)
+            supervisor.start()
             server.run(
                 host=settings.host,
                 port=settings.port,

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,8 +78,13 @@ class Running:
         env = {**os.environ, "PORT": str(self.port), "NO_ALBUMENTATIONS_UPDATE": "1", **spec.env,
                **{name: str(path) for name, path in zip(spec.fresh_dirs, self.temp)}}
         argv = spec.argv + ([str(self.port)] if spec.port_argument else [])
+        self.log = Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1])
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def startup_phases(self) -> dict[str, float]:
+        return startup_phases(self.log.read_text(errors="replace"))
 
     def wait_healthy(self, timeout: float = 900) -> float:
         deadline = time.perf_counter() + timeout
@@ -107,6 +112,25 @@ class Running:
             self.process.wait()
         for path in self.temp:
             shutil.rmtree(path, ignore_errors=True)
+        self.log.unlink(missing_ok=True)
+
+
+def startup_phases(log: str) -> dict[str, float]:
+    """Our server's start-up, from its JSON log lines: what stays on a GPU (spawn and imports, verify,
+    load) and the warm-up inference; empty for a server that does not log phases (the baseline)."""
+    seen: dict[str, float] = {}
+    for line in log.splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if record.get("message") == "startup phase" and record.get("worker", "0") == "0":
+            phase = record["phase"]
+            seen[phase] = seen.get(phase, 0.0) + record["seconds"]  # manifest and verify: main, then worker
+    if "total" not in seen:
+        return {}
+    verify, load, warmup = seen.get("verify", 0.0), seen.get("load", 0.0), seen.get("warmup", 0.0)
+    return {"spawn and imports": seen["total"] - verify - load - warmup, "verify": verify, "load": load,
+            "outside warm-up": seen["total"] - warmup, "warm-up inference": warmup, "total": seen["total"]}
 
 
 def descendants(pid: int) -> list[int]:
@@ -135,7 +159,8 @@ def memory_kb(pid: int, field: str = "VmHWM") -> int:
     return 0
 
 
-def post(client: httpx.Client, url: str, photo: bytes) -> tuple[float, dict[str, float]]:
+def post(client: httpx.Client, url: str, photo: bytes) -> tuple[float, dict[str, float], bytes]:
+    """One request: its time as the client saw it, the server's stages (Server-Timing), the body."""
     start = time.perf_counter()
     response = client.post(f"{url}{API}", content=photo, headers={"Content-Type": "image/jpeg"})
     elapsed = time.perf_counter() - start
@@ -145,7 +170,10 @@ def post(client: httpx.Client, url: str, photo: bytes) -> tuple[float, dict[str,
         name, _, duration = part.strip().partition(";dur=")
         if duration:
             stages[name] = float(duration) / 1000
-    return elapsed, stages
+    if "inference" in stages:  # ours: what stays on the CPU when the model runs on a GPU
+        stages["outside inference"] = elapsed - stages["inference"]
+        stages["framework"] = elapsed - sum(v for k, v in stages.items() if k != "outside inference")
+    return elapsed, stages, response.content
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -161,15 +189,21 @@ def cold_start(spec: ServerSpec, photo: bytes, runs: int, progress: Callable[[st
             healthy = server.wait_healthy()
             with httpx.Client(timeout=600) as client:
                 post(client, server.url, photo)
-            samples.append({"health_s": healthy, "first_response_s": time.perf_counter() - server.started})
+            samples.append({"health_s": healthy, "first_response_s": time.perf_counter() - server.started,
+                            "phases": server.startup_phases()})
         finally:
             server.stop()
-    return {key: float(np.median([s[key] for s in samples])) for key in ("health_s", "first_response_s")} | {
-        "runs": samples}
+    result = {key: float(np.median([s[key] for s in samples])) for key in ("health_s", "first_response_s")}
+    phases = [s["phases"] for s in samples if s["phases"]]
+    if phases:
+        result["phases"] = {name: float(np.median([p[name] for p in phases])) for name in phases[0]}
+    return result | {"runs": samples}
 
 
 def warm(spec: ServerSpec, photos: dict[str, bytes], runs: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    server = Running(spec)
+    # Throughput wants every concurrent request admitted, not answered 503 (the baseline ignores this).
+    admit_all = {"INSPYRENET_MAX_IN_FLIGHT": str(max(CONCURRENCY))}
+    server = Running(replace(spec, env={**spec.env, **admit_all}))
     try:
         server.wait_healthy()
         result: dict[str, Any] = {"latency": {}, "throughput_rps": {}}
@@ -179,7 +213,8 @@ def warm(spec: ServerSpec, photos: dict[str, bytes], runs: int, progress: Callab
                 totals, stages = [], {}
                 for run in range(runs):
                     progress(f"{spec.name}: warm {size} {run + 1}/{runs}")
-                    elapsed, timing = post(client, server.url, photo)
+                    elapsed, timing, body = post(client, server.url, photo)
+                    result.setdefault("cutouts", {})[size] = body
                     totals.append(elapsed)
                     for name, seconds in timing.items():
                         stages.setdefault(name, []).append(seconds)
@@ -198,6 +233,40 @@ def warm(spec: ServerSpec, photos: dict[str, bytes], runs: int, progress: Callab
         return result
     finally:
         server.stop()
+
+
+def encoders(cutouts: dict[str, bytes], runs: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Bytes and encode time (median) of each response format on real cutouts, in this process."""
+    import io
+
+    from PIL import Image
+
+    from serving.cutout import encode
+
+    def pillow_png(img: Image.Image) -> bytes:  # the encoder the server used before serving.png
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
+    formats: dict[str, Callable[[Image.Image], bytes]] = {
+        "png": lambda img: encode(np.asarray(img), "png"),
+        "png, Pillow zlib level 1": pillow_png,
+        "webp lossless": lambda img: encode(np.asarray(img), "webp"),
+        "webp quality 90": lambda img: encode(np.asarray(img), "webp", 90),
+    }
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for size, body in cutouts.items():
+        img = Image.open(io.BytesIO(body))
+        img.load()
+        table[size] = {}
+        for name, function in formats.items():
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                data = function(img)
+                times.append(time.perf_counter() - start)
+            table[size][name] = {"seconds": float(np.median(times)), "bytes": len(data)}
+    return table
 
 
 def make_photo(size: tuple[int, int]) -> bytes:
@@ -270,16 +339,26 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["ratios"]:
         lines.append(f"| {row['measure']} | {row['ours']:.2f} {row['unit']} | {row['baseline']:.2f} {row['unit']} "
                      f"| {row['ratio']:.1f}x |")
+    lines += ["", "| start-up of ours, median | " + " | ".join(report["cold_start"]["ours"]) + " |",
+              "| --- |" + " --- |" * len(report["cold_start"]["ours"])]
+    phases = [c.get("phases", {}) for c in report["cold_start"]["ours"].values()]
+    for phase in (phases[0] if phases else {}):
+        lines.append(f"| {phase} | " + " | ".join(f"{p.get(phase, 0):.2f} s" for p in phases) + " |")
+    lines += ["", "| size | format | encode s | bytes |", "| --- | --- | --- | --- |"]
+    for size, table in report.get("encoders", {}).items():
+        for name, row in table.items():
+            lines.append(f"| {size} | {name} | {row['seconds']:.3f} | {row['bytes']:,} |")
     lines += ["", "| server | size | stage | p50 s | p90 s | p99 s |", "| --- | --- | --- | --- | --- | --- |"]
-    for name, result in [*[(f"ours {b}", r) for b, r in report["warm"]["ours"].items()],
-                         ("baseline", report["warm"]["baseline"])]:
+    servers = [(f"ours {b}", r) for b, r in report["warm"]["ours"].items()]
+    if "baseline" in report["warm"]:
+        servers.append(("baseline", report["warm"]["baseline"]))
+    for name, result in servers:
         for size, latency in result["latency"].items():
             for stage, pct in [("total", latency["total"]), *latency["stages"].items()]:
                 lines.append(f"| {name} | {size} | {stage} | {pct['p50']:.3f} | {pct['p90']:.3f} | {pct['p99']:.3f} |")
     lines += ["", "| server | peak RSS MB |", "| --- | --- |"]
-    for backend, result in report["warm"]["ours"].items():
-        lines.append(f"| ours {backend} | {result['peak_rss_mb']:.0f} |")
-    lines.append(f"| baseline | {report['warm']['baseline']['peak_rss_mb']:.0f} |")
+    for name, result in servers:
+        lines.append(f"| {name} | {result['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -305,7 +384,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
 
 def run_bench(bundle: Path, checkpoint: Path, backends: list[str], runs: int, out: Path,
-              progress: Callable[[str], None]) -> dict[str, Any]:
+              progress: Callable[[str], None], with_baseline: bool = True) -> dict[str, Any]:
     from serving.bundle import load_bundle
 
     manifest = load_bundle(bundle, verify=True).manifest
@@ -320,18 +399,27 @@ def run_bench(bundle: Path, checkpoint: Path, backends: list[str], runs: int, ou
         for backend in backends:
             report["cold_start"]["ours"][backend] = cold_start(ours(bundle, backend), photos["12mp"], runs, progress)
         warm_spec = baseline(mode, checkpoint, fresh=False, warm_cache=warm_cache)
-        cold_start(warm_spec, photos["12mp"], 1, progress)  # fills the warm caches
-        report["cold_start"]["baseline_warm"] = cold_start(warm_spec, photos["12mp"], runs, progress)
-        report["cold_start"]["baseline_fresh"] = cold_start(
-            baseline(mode, checkpoint, fresh=True, warm_cache=warm_cache), photos["12mp"], runs, progress)
+        if with_baseline:
+            cold_start(warm_spec, photos["12mp"], 1, progress)  # fills the warm caches
+            report["cold_start"]["baseline_warm"] = cold_start(warm_spec, photos["12mp"], runs, progress)
+            report["cold_start"]["baseline_fresh"] = cold_start(
+                baseline(mode, checkpoint, fresh=True, warm_cache=warm_cache), photos["12mp"], runs, progress)
         for backend in backends:
             report["warm"]["ours"][backend] = warm(ours(bundle, backend), photos, runs, progress)
-        report["warm"]["baseline"] = warm(warm_spec, photos, runs, progress)
+        if with_baseline:
+            report["warm"]["baseline"] = warm(warm_spec, photos, runs, progress)
+            report["warm"]["baseline"].pop("cutouts", None)
     finally:
         shutil.rmtree(warm_cache, ignore_errors=True)
-    report["ratios"] = ratios(report)
+    cutouts = {}
+    for result in report["warm"]["ours"].values():
+        cutouts = result.pop("cutouts", cutouts)
+    progress("encoders")
+    report["encoders"] = encoders(cutouts, runs)
+    report["ratios"] = ratios(report) if with_baseline else []
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(report) + "\n")
-    chart(report, out / "bench.png")
+    if report["ratios"]:
+        chart(report, out / "bench.png")
     return report

@@ -200,8 +200,11 @@ main.add_command(serving_cli.serve, name="serve")
 @click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True, help="Runs per measure.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
               show_default=True, help="Where bench.json, bench.md and bench.png go.")
+@click.option("--baseline/--no-baseline", "with_baseline", default=True, show_default=True,
+              help="Also measure transparent-background's Remover (slow: a minute per cold start).")
 @user_errors
-def bench(artifacts: Path, source: str | None, backends: tuple[str, ...], runs: int, out: Path) -> None:
+def bench(artifacts: Path, source: str | None, backends: tuple[str, ...], runs: int, out: Path,
+          with_baseline: bool) -> None:
     """Cold start, latency and throughput: our server against transparent-background's Remover."""
     warnings.filterwarnings("ignore", message="Failed to import flet")
     from rich.console import Console
@@ -214,9 +217,10 @@ def bench(artifacts: Path, source: str | None, backends: tuple[str, ...], runs: 
     resolved = checkpoint.resolve(source or manifest["checkpoint"]["source"], manifest["mode"])
     console = Console(stderr=True)
     with console.status("starting") as status:
-        report = run_bench(artifacts, resolved.path, list(backends), runs, out, status.update)
+        report = run_bench(artifacts, resolved.path, list(backends), runs, out, status.update, with_baseline)
     click.echo(markdown(report))
-    click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+    chart = f", {out / 'bench.png'}" if with_baseline else ""
+    click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}{chart}")
 
 
 @main.command("load-test")

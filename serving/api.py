@@ -202,10 +202,11 @@ class CutoutAPI(ls.LitAPI):
         with Stopwatch(job, "postprocess"):
             size = output_size(job.image.size, params.max_size)
             alpha = final_alpha(upsample_mask(job.mask, (size[1], size[0])), params)
-            result = compose(resize_image(job.image, size), alpha, params, self.settings.refine_max_pixels)
+            pixels = compose(resize_image(job.image, size), alpha, params, self.settings.refine_max_pixels)
         with Stopwatch(job, "encode"):
-            body = encode(result, params.format)
+            body = encode(pixels, params.format, params.quality)
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in job.timings.items())
+        timing += f', size;desc="{len(body)} bytes {params.format}"'  # what the encode stage bought
         headers = {
             "X-Backend": self.backend.name,
             "X-Inference-Ms": f"{job.timings['inference'] * 1000:.1f}",

@@ -33,6 +33,7 @@ class CutoutParams:
     reverse: bool = False
     max_size: int | None = None
     refine: bool = False
+    quality: int | None = None  # webp and jpeg; webp without it is lossless
 
     @property
     def media_type(self) -> str:
@@ -94,6 +95,13 @@ def _threshold(value: Any) -> float:
     return number
 
 
+def _quality(value: Any) -> int:
+    text = _text("quality", value)
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= 100:
+        raise ParamError(f"parameter 'quality' must be a whole number from 1 to 100; got {value!r}")
+    return int(text)
+
+
 def _max_size(value: Any) -> int:
     text = _text("max_size", value)
     # ASCII digits only ('²'.isdigit() is true), and few of them before int() sees them.
@@ -110,6 +118,7 @@ _PARSERS = {
     "reverse": lambda v: _bool("reverse", v),
     "max_size": _max_size,
     "refine": lambda v: _bool("refine", v),
+    "quality": _quality,
 }
 PARAM_NAMES = tuple(_PARSERS)
 
@@ -126,4 +135,6 @@ def parse_params(raw: Mapping[str, Any]) -> CutoutParams:
     params = CutoutParams(**values)
     if params.format == "jpeg" and params.output == "rgba":
         raise ParamError("format=jpeg cannot carry transparency: use output=rgb or output=mask, or format=png/webp")
+    if params.format == "png" and params.quality is not None:
+        raise ParamError("parameter 'quality' applies to format=webp and format=jpeg; PNG is always lossless")
     return params

@@ -75,6 +75,7 @@ def test_default_output_is_rgba_png_of_input_size(client):
     assert response.headers["x-backend"] == "onnxruntime"
     assert float(response.headers["x-inference-ms"]) > 0 and float(response.headers["x-total-ms"]) > 0
     assert (response.headers["x-image-width"], response.headers["x-image-height"]) == ("451", "300")
+    assert f'size;desc="{len(response.content)} bytes png"' in response.headers["server-timing"]
 
 
 def test_alpha_equals_the_served_mask_and_the_model(client, fast_bundle):
@@ -130,6 +131,21 @@ def test_output_types_and_formats(client, params, fmt, mode):
     if mode:
         assert img.mode == mode
     assert response.headers["content-type"] == f"image/{fmt.lower()}"
+
+
+def test_webp_is_lossless_unless_a_quality_is_asked_and_alpha_stays_exact(client):
+    data = photo_bytes()
+    png = np.asarray(decode(post_image(client, data)))
+    lossless = np.asarray(decode(post_image(client, data, format="webp")).convert("RGBA"))
+    lossy = post_image(client, data, format="webp", quality="60")
+    lossy_pixels = np.asarray(decode(lossy).convert("RGBA")).astype(int)
+    assert np.array_equal(lossless, png)
+    assert np.array_equal(lossy_pixels[..., 3], png[..., 3])  # lossy colour, lossless alpha
+    visible = png[..., 3] > 128  # the synthetic weights give a soft mask: few pixels are fully opaque
+    assert 0 < np.abs(lossy_pixels[visible][:, :3] - png[visible][:, :3]).mean() < 8
+    small = post_image(client, data, format="jpeg", output="rgb", quality="30")
+    large = post_image(client, data, format="jpeg", output="rgb", quality="95")
+    assert decode(small).size == decode(large).size and len(small.content) < len(large.content)
 
 
 def test_rgb_composites_on_the_background_colour(client):
@@ -230,6 +246,9 @@ def bomb() -> bytes:
         ("photo", "image/jpeg", {"max_size": "0"}, 400, "max_size"),
         ("photo", "image/jpeg", {"reverse": "maybe"}, 400, "true or false"),
         ("photo", "image/jpeg", {"format": "jpeg"}, 400, "cannot carry transparency"),
+        ("photo", "image/jpeg", {"quality": "90"}, 400, "PNG is always lossless"),
+        ("photo", "image/jpeg", {"format": "webp", "quality": "0"}, 400, "from 1 to 100"),
+        ("photo", "image/jpeg", {"format": "webp", "quality": "\u00b9"}, 400, "from 1 to 100"),
         ("photo", "text/plain", {}, 415, "unsupported content type"),
         ("{not json", "application/json", {}, 400, "not valid JSON"),
         ('{"image": "%%%"}', "application/json", {}, 400, "not valid base64"),

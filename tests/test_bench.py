@@ -1,0 +1,42 @@
+"""The bench's own arithmetic: start-up phases read from the server's log, the encoder table."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.bench import encoders, startup_phases
+
+LOG = """{"time": "t", "severity": "INFO", "message": "starting", "port": 8080}
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "manifest", "seconds": 0.001, "process": "main"}
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "verify", "seconds": 0.266, "process": "main", "backend": "onnxruntime"}
+INFO: some line from uvicorn
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "manifest", "seconds": 0.002, "worker": "0"}
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "imports", "seconds": 0.05, "worker": "0"}
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "load", "seconds": 0.798, "worker": "0"}
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "warmup", "seconds": 1.417, "worker": "0"}
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "total", "seconds": 3.889, "worker": "0"}
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "total", "seconds": 9.0, "worker": "1"}
+"""
+
+
+def test_startup_phases_split_what_stays_on_a_gpu_from_the_warm_up():
+    phases = startup_phases(LOG)
+    assert phases["verify"] == pytest.approx(0.266)
+    assert phases["load"] == pytest.approx(0.798) and phases["warm-up inference"] == pytest.approx(1.417)
+    assert phases["total"] == pytest.approx(3.889)  # worker 0's: the first warm worker
+    assert phases["outside warm-up"] == pytest.approx(3.889 - 1.417)
+    assert phases["spawn and imports"] == pytest.approx(3.889 - 0.266 - 0.798 - 1.417)
+    assert startup_phases("INFO: the baseline logs no phases\n") == {}
+
+
+def test_encoder_table_has_every_format_with_its_bytes():
+    rgba = np.dstack([np.full((48, 64, 3), 120, np.uint8), np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))])
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    table = encoders({"tiny": buffer.getvalue()}, runs=1)["tiny"]
+    assert set(table) == {"png", "png, Pillow zlib level 1", "webp lossless", "webp quality 90"}
+    assert all(row["bytes"] > 0 and row["seconds"] >= 0 for row in table.values())

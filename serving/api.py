@@ -1,8 +1,8 @@
 """The LitAPI: runs in each inference worker process.
 
 ``setup`` reads and verifies the bundle, loads the best usable backend and
-warms it; LitServe's ``/health`` answers 200 only once every worker's setup
-has returned. The HTTP process has already validated parameters and turned
+warms it; ``/health`` answers 200 once a worker's setup has returned (LitServe
+marks it READY). The HTTP process has already validated parameters and
 streamed every accepted image into a hand-off file (``serving.handoff``) and
 queued ``{"id": ..., "params": {...}}``.
 

@@ -122,7 +122,7 @@ def test_requests_whose_client_left_are_not_run(faults_server):
     while not taken_by(faults_server, pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(url + API, content=photo_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=1.0)
+        httpx.post(url + API, content=photo_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=0.3)
     thread.join(timeout=60)
     assert busy["response"].status_code == 200
     with httpx.Client(base_url=url, timeout=60) as client:

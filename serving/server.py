@@ -283,6 +283,8 @@ def run(settings: Settings) -> None:
         usable, verified = preflight(settings)
     except (BundleError, SelectionError) as exc:
         raise ServeError(str(exc)) from None
+    from serving.protocol import with_header_timeout
+
     runtime.prepare(started)
     handoff.prepare()
     lifetime.register_main_process()
@@ -298,7 +300,7 @@ def run(settings: Settings) -> None:
                 log_level=settings.log_level,
                 generate_client_file=False,
                 access_log=False,
-                http="h11",  # httptools has no header size limit
+                http=with_header_timeout(settings.header_timeout),  # h11: httptools has no header size limit
                 h11_max_incomplete_event_size=settings.max_header_bytes,
             )
         except StartupInterrupted:

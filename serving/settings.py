@@ -31,6 +31,7 @@ class Settings:
     request_timeout: float = field(default=60.0, metadata={"env": "INSPYRENET_REQUEST_TIMEOUT"})
     max_in_flight: int = field(default=0, metadata={"env": "INSPYRENET_MAX_IN_FLIGHT"})
     body_timeout: float = field(default=60.0, metadata={"env": "INSPYRENET_BODY_TIMEOUT"})
+    header_timeout: float = field(default=10.0, metadata={"env": "INSPYRENET_HEADER_TIMEOUT"})
     max_header_bytes: int = field(default=16 * 1024, metadata={"env": "INSPYRENET_MAX_HEADER_BYTES"})
     refine_max_pixels: int = field(default=12_000_000, metadata={"env": "INSPYRENET_REFINE_MAX_PIXELS"})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "INSPYRENET_CORS_ORIGINS"})
@@ -69,8 +70,8 @@ class Settings:
             raise SettingsError(f"max_in_flight must be 0 (automatic) or more, got {self.max_in_flight}")
         if self.max_header_bytes < 1024:
             raise SettingsError(f"max_header_bytes must be at least 1024, got {self.max_header_bytes}")
-        if self.batch_timeout < 0 or self.request_timeout <= 0 or self.body_timeout <= 0:
-            raise SettingsError("batch_timeout must be >= 0, request_timeout and body_timeout > 0")
+        if self.batch_timeout < 0 or min(self.request_timeout, self.body_timeout, self.header_timeout) <= 0:
+            raise SettingsError("batch_timeout must be >= 0; request_timeout, body_timeout and header_timeout > 0")
         if self.api_key is not None and not self.api_key.isprintable():
             raise SettingsError("LIT_SERVER_API_KEY must not hold control characters or line breaks")
 

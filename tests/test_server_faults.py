@@ -57,7 +57,8 @@ def slow_request(url: str, result: dict, **params) -> threading.Thread:
 @pytest.fixture(scope="module")
 def faults_server(fast_bundle, tmp_path_factory):
     run_parent = tmp_path_factory.mktemp("run")
-    env = {"INSPYRENET_MAX_IN_FLIGHT": "2", "INSPYRENET_BODY_TIMEOUT": "2", "TMPDIR": str(run_parent)}
+    env = {"INSPYRENET_MAX_IN_FLIGHT": "2", "INSPYRENET_BODY_TIMEOUT": "2", "INSPYRENET_HEADER_TIMEOUT": "2",
+           "TMPDIR": str(run_parent)}
     process = start_server(fast_bundle, env=env)
     process.run_parent = run_parent
     yield process
@@ -150,6 +151,19 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(faults_server):
     answer = http_exchange(faults_server.port, head + b"\xff\xd8" * 10)  # then nothing more
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"did not arrive within 2 s" in answer
+
+
+@pytest.mark.parametrize("first_request", [True, False])
+def test_headers_that_do_not_arrive_in_time_close_the_connection(faults_server, first_request):
+    with socket.create_connection(("127.0.0.1", faults_server.port), timeout=30) as sock:
+        if not first_request:  # a kept-alive connection: the deadline restarts after each response
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"\r\n\r\nok"):  # /health's whole answer
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and the blank line never comes
+        assert sock.recv(65536) == b""  # closed by the server; before: it waited forever (recv timed out)
 
 
 @pytest.mark.parametrize("size", [20 * 1024, 1024 * 1024, 64 * 1024 * 1024])

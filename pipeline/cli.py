@@ -188,6 +188,7 @@ def verify(bundle_dir: Path) -> None:
 
 
 main.add_command(serving_cli.serve, name="serve")
+main.add_command(serving_cli.batch, name="batch")
 
 
 @main.command()

@@ -16,17 +16,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import litserve as ls
 import numpy as np
 from starlette.responses import JSONResponse, Response
 
 from serving import handoff, lifetime, runtime
-from serving.backends import Backend, BackendUnavailable, import_runtime, open_backend
-from serving.bundle import BundleError, load_bundle
-from serving.cutout import compose, encode, final_alpha, output_size, resize_image
-from serving.image import ImageError, decode_image, preprocess, upsample_mask
+from serving.backends import Backend, BackendUnavailable
+from serving.bundle import BundleError
+from serving.cutout import cutout_pixels, encode
+from serving.image import ImageError, decode_image, preprocess
+from serving.loading import load_warm_backend, one_line
 from serving.logs import log
 from serving.metrics import metrics
 from serving.params import CutoutParams
@@ -61,12 +61,6 @@ class Stopwatch:
         metrics().stage_seconds.labels(self.stage).observe(seconds)
 
 
-def _one_line(exc: BaseException) -> str:
-    """An unexpected exception as one log-friendly line: its type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
 class CutoutAPI(ls.LitAPI):
     def __init__(self, settings: Settings, backends: list[str], verified: set[str]):
         """``backends``: the artifacts to try in order; ``verified``: those the main process already hashed."""
@@ -89,7 +83,7 @@ class CutoutAPI(ls.LitAPI):
         try:
             self.backend, self.mode = self._load(phases)
         except Exception as exc:  # every setup failure is reported with its reason, not only the expected kinds
-            error = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else _one_line(exc)
+            error = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else one_line(exc)
             runtime.write_worker_error(worker, error)
             log("startup failed", severity="ERROR", worker=worker, error=error)
             raise
@@ -107,54 +101,8 @@ class CutoutAPI(ls.LitAPI):
         log("ready", worker=worker, pid=os.getpid(), startup_seconds=round(total, 3), **info)
 
     def _load(self, phases: dict[str, float]) -> tuple[Backend, str]:
-        start = time.perf_counter()
-        bundle = load_bundle(self.settings.artifacts, verify=False)
-        phases["manifest"] = time.perf_counter() - start
-        failures = []
-        for artifact in (bundle.artifact(name) for name in self.backends):
-            try:
-                start = time.perf_counter()
-                if self.settings.verify and artifact.backend not in self.verified:
-                    bundle.verify(artifact)
-                phases["verify"] = time.perf_counter() - start
-                start = time.perf_counter()
-                import_runtime(artifact)
-                phases["imports"] = time.perf_counter() - start
-                start = time.perf_counter()
-                backend = open_backend(bundle, artifact, device="auto")
-                phases["load"] = time.perf_counter() - start
-            except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error) skips it
-                reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else _one_line(exc)
-                failures.append(f"{artifact.backend}: {reason}")
-                log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
-                continue
-            start = time.perf_counter()
-            problem = self._warm_up(backend)
-            phases["warmup"] = time.perf_counter() - start
-            if problem is None:
-                return backend, bundle.mode
-            backend.close()
-            failures.append(f"{artifact.backend}: warm-up failed: {problem}")
-            log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=f"warm-up failed: {problem}")
-        raise BackendUnavailable(f"no usable artifact in {Path(self.settings.artifacts)}: " + "; ".join(failures))
-
-    def _warm_up(self, backend: Backend) -> str | None:
-        """Run the model once at every batch size a request can meet; why that failed, or None.
-
-        A backend that loads but cannot run (a GPU kernel that fails, out of
-        memory at the first enqueue) is skipped like one that does not load.
-        """
-        height, width = backend.bundle.input_size
-        probe = np.zeros((1, 3, height, width), dtype=np.float32)
-        try:
-            outputs = [backend.infer(probe)]
-            if self.settings.max_batch_size > 1:
-                outputs.append(backend.infer(np.repeat(probe, self.settings.max_batch_size, axis=0)))
-        except Exception as exc:  # any runtime failure means: do not serve this artifact
-            return _one_line(exc)
-        if not all(np.isfinite(out).all() for out in outputs):
-            return "the warm-up output is not finite"
-        return None
+        sizes = (1, self.settings.max_batch_size)
+        return load_warm_backend(self.settings, self.backends, self.verified, sizes, phases)
 
     # -- requests ----------------------------------------------------------
 
@@ -200,9 +148,7 @@ class CutoutAPI(ls.LitAPI):
             return JSONResponse({"detail": detail}, status_code=status)
         params = job.params
         with Stopwatch(job, "postprocess"):
-            size = output_size(job.image.size, params.max_size)
-            alpha = final_alpha(upsample_mask(job.mask, (size[1], size[0])), params)
-            pixels = compose(resize_image(job.image, size), alpha, params, self.settings.refine_max_pixels)
+            pixels, size = cutout_pixels(job.image, job.mask, params, self.settings.refine_max_pixels)
         with Stopwatch(job, "encode"):
             body = encode(pixels, params.format, params.quality)
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in job.timings.items())

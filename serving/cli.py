@@ -19,13 +19,16 @@ from pathlib import Path
 
 import click
 
+from serving.backends import BackendUnavailable
+from serving.batch import BatchError
 from serving.bundle import BundleError, load_bundle
+from serving.loading import ServeError
 from serving.selection import prepare_for_install
-from serving.server import ServeError
+from serving.params import FORMAT_ALIASES, FORMATS, OUTPUTS
 from serving.settings import BACKEND_CHOICES, Settings, SettingsError
 from serving.storage import StorageError
 
-SERVE_ERRORS = (BundleError, StorageError, ServeError, SettingsError)
+SERVE_ERRORS = (BundleError, StorageError, ServeError, SettingsError, BackendUnavailable, BatchError)
 
 
 def one_line_errors(*extra: type[Exception]):
@@ -87,3 +90,60 @@ def verify(bundle_dir: Path | None, prune: bool) -> None:
         click.echo(f"ok    {artifact.label:<16} {artifact.precision:<5} {artifact.file}")
     for artifact, reason in left_out:
         click.echo(f"skip  {artifact.label:<16} {artifact.precision:<5} {artifact.file}: {reason}")
+
+
+@main.command()
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
+              help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].")
+@click.option("--output", type=click.Choice(OUTPUTS), default="rgba", show_default=True,
+              help="rgba = cutout, mask = the alpha alone, rgb = on --bg-color.")
+@click.option("--format", "fmt", type=click.Choice((*FORMATS, *FORMAT_ALIASES), case_sensitive=False),
+              default="png", show_default=True, help="Output format (and extension).")
+@click.option("--bg-color", default=None, help="Background of output=rgb, e.g. #ffffff.")
+@click.option("--threshold", default=None, help="Hard mask: alpha = mask > THRESHOLD (0..1).")
+@click.option("--reverse", is_flag=True, help="Keep the background instead of the subject.")
+@click.option("--max-size", default=None, help="Scale outputs down so the long side fits.")
+@click.option("--refine", is_flag=True, help="Estimate the subject's colours at soft edges.")
+@click.option("--quality", default=None, help="WebP (lossy) or JPEG quality 1..100.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="This task's share [default: CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT, else 0/1].")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Threads reading/decoding and encoding/writing [default: CPU count, at most 8].")
+@click.option("--batch-size", type=click.IntRange(1, 64), default=None,
+              help="Images per inference, at most the artifact's [default: its max on a GPU, 1 on the CPU].")
+@one_line_errors()
+def batch(source, destination, artifacts, backend, output, fmt, bg_color, threshold, reverse, max_size, refine,
+          quality, shard, workers, batch_size) -> None:
+    """Cut out every image under SRC into DST (local folders or gs://BUCKET/PREFIX); resumable, sharded.
+
+    Outputs keep their relative paths with the format's extension; a rerun skips
+    what is done. A summary goes to DST/.inspyrenet-batch/ and stdout.
+    """
+    import json
+
+    from serving import logs
+    from serving.batch.listing import ShardError, parse_shard, shard_from_env
+    from serving.batch.run import BatchOptions, run_batch
+    from serving.params import ParamError, parse_params
+
+    raw = {"output": output, "format": fmt, "bg_color": bg_color, "threshold": threshold, "reverse": reverse,
+           "max_size": max_size, "refine": refine, "quality": quality}
+    try:
+        params = parse_params(raw)
+        task = parse_shard(shard) if shard is not None else shard_from_env()
+    except (ParamError, ShardError) as exc:
+        raise BatchError(str(exc)) from None
+    logs.send_to(sys.stderr)  # stdout carries the summary alone
+    settings = Settings.from_env(artifacts=artifacts, backend=backend)
+    options = BatchOptions(source, destination, params, task, workers or 0, batch_size or 0)
+    summary, where = run_batch(settings, options)
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"summary: {where}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from serving.image import in_row_blocks, mask_to_uint8
+from serving.image import in_row_blocks, mask_to_uint8, upsample_mask
 from serving.png import encode_png
 from serving.params import CutoutParams
 from serving.refine import refine_colours
@@ -71,6 +71,17 @@ def compose(img: Image.Image, alpha: np.ndarray, params: CutoutParams,
     background = np.array(params.bg_color, dtype=np.float32)
     blended = rgb.astype(np.float32) * weight + background * (1.0 - weight)
     return (blended + 0.5).astype(np.uint8)
+
+
+def cutout_pixels(img: Image.Image, mask: np.ndarray, params: CutoutParams,
+                  refine_max_pixels: int = REFINE_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
+    """The decoded image and the model's (H, W) mask -> the response's pixels and (width, height).
+
+    The one post-processing path of the API and of ``batch``, so both give the same bytes.
+    """
+    size = output_size(img.size, params.max_size)
+    alpha = final_alpha(upsample_mask(mask, (size[1], size[0])), params)
+    return compose(resize_image(img, size), alpha, params, refine_max_pixels), size
 
 
 def encode(pixels: np.ndarray, fmt: str, quality: int | None = None) -> bytes:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 
-def log(message: str, severity: str = "INFO", **fields: Any) -> None:
+_default_stream: TextIO | None = None
+
+
+def send_to(stream: TextIO | None) -> None:
+    """Where ``log`` writes by default (None: stdout); ``batch`` keeps stdout for its summary."""
+    global _default_stream
+    _default_stream = stream
+
+
+def log(message: str, severity: str = "INFO", *, stream: TextIO | None = None, **fields: Any) -> None:
+    """One JSON line on ``stream`` (else the default of ``send_to``, else stdout)."""
     record = {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "severity": severity,
         "message": message,
         **fields,
     }
-    sys.stdout.write(json.dumps(record, default=str) + "\n")
-    sys.stdout.flush()
+    stream = stream or _default_stream or sys.stdout
+    stream.write(json.dumps(record, default=str) + "\n")
+    stream.flush()

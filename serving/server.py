@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 from serving import handoff, lifetime, runtime
-from serving.backends import cannot_run
-from serving.bundle import MANIFEST_NAME, BundleError, load_bundle
+from serving.bundle import MANIFEST_NAME, BundleError
 from serving.logs import log
-from serving.selection import SelectionError, candidates, missing_files
+from serving.loading import ServeError, preflight
+from serving.selection import SelectionError
 from serving.settings import Settings
 from serving.storage import StorageError
 
@@ -40,43 +40,8 @@ WATCH_SECONDS = 0.25
 MAX_FAILED_RESTARTS = 3
 
 
-class ServeError(Exception):
-    """The server cannot start; the message is one line."""
-
-
 class StartupInterrupted(Exception):
     """SIGTERM arrived before the server was serving."""
-
-
-def preflight(settings: Settings) -> tuple[list[str], set[str]]:
-    """Backends to try in order and those already verified; raise ServeError if none may be served."""
-    start = time.perf_counter()
-    bundle = load_bundle(settings.artifacts, verify=False)
-    ordered, skipped = candidates(bundle, settings.backend)
-    for reason in skipped:
-        log("artifact skipped", severity="WARNING", reason=reason)
-    log("startup phase", phase="manifest", seconds=round(time.perf_counter() - start, 3), process="main")
-    usable, verified, reasons = [], set(), list(skipped)
-    for artifact in ordered:
-        missing = missing_files(bundle, artifact)
-        reason = f"not in the bundle directory: {', '.join(missing)}" if missing else cannot_run(artifact)
-        if reason is None and not verified and settings.verify:
-            start = time.perf_counter()
-            try:
-                bundle.verify(artifact)
-                verified.add(artifact.backend)
-                log("startup phase", phase="verify", seconds=round(time.perf_counter() - start, 3),
-                    process="main", backend=artifact.backend)
-            except BundleError as exc:
-                reason = str(exc)
-        if reason is None:
-            usable.append(artifact.backend)
-        else:
-            reasons.append(f"{artifact.backend}: {reason}")
-            log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
-    if not usable:
-        raise ServeError(f"no usable artifact in {settings.artifacts}: " + "; ".join(reasons))
-    return usable, verified
 
 
 def _http_processes() -> list[mp.Process]:

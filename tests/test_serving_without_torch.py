@@ -79,7 +79,7 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
     """What the image build runs: the bundle checked by the serving install, unservable files dropped."""
     from serving.bundle import load_bundle
     from serving.selection import missing_files
-    from serving.server import preflight
+    from serving.loading import preflight
     from serving.settings import Settings
     from tests.test_build import linked_copy
 

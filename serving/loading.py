@@ -1,0 +1,119 @@
+"""From a bundle on disk to a warm backend: the start-up both ``serve`` and ``batch`` go through.
+
+``preflight`` runs first, in the main process: it picks the artifacts that may
+be served here, in order, and verifies the first one's sha256, so every error
+a user can cause is one line before any model is loaded. ``load_warm_backend``
+then opens the first artifact that loads *and* runs (a warm-up at every batch
+size a caller will use), falling back to the next one with the reason logged.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from serving.backends import Backend, BackendUnavailable, cannot_run, import_runtime, open_backend
+from serving.bundle import BundleError, load_bundle
+from serving.logs import log
+from serving.selection import candidates, missing_files
+from serving.settings import Settings
+
+
+class ServeError(Exception):
+    """The bundle cannot be served here; the message is one line."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception as one log-friendly line: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def preflight(settings: Settings) -> tuple[list[str], set[str]]:
+    """Backends to try in order and those already verified; raise ServeError if none may be served."""
+    start = time.perf_counter()
+    bundle = load_bundle(settings.artifacts, verify=False)
+    ordered, skipped = candidates(bundle, settings.backend)
+    for reason in skipped:
+        log("artifact skipped", severity="WARNING", reason=reason)
+    log("startup phase", phase="manifest", seconds=round(time.perf_counter() - start, 3), process="main")
+    usable, verified, reasons = [], set(), list(skipped)
+    for artifact in ordered:
+        missing = missing_files(bundle, artifact)
+        reason = f"not in the bundle directory: {', '.join(missing)}" if missing else cannot_run(artifact)
+        if reason is None and not verified and settings.verify:
+            start = time.perf_counter()
+            try:
+                bundle.verify(artifact)
+                verified.add(artifact.backend)
+                log("startup phase", phase="verify", seconds=round(time.perf_counter() - start, 3),
+                    process="main", backend=artifact.backend)
+            except BundleError as exc:
+                reason = str(exc)
+        if reason is None:
+            usable.append(artifact.backend)
+        else:
+            reasons.append(f"{artifact.backend}: {reason}")
+            log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
+    if not usable:
+        raise ServeError(f"no usable artifact in {settings.artifacts}: " + "; ".join(reasons))
+    return usable, verified
+
+
+def load_warm_backend(settings: Settings, backends: list[str], verified: set[str], batch_sizes: tuple[int, ...],
+                      phases: dict[str, float]) -> tuple[Backend, str]:
+    """The first of ``backends`` that loads and runs at every size in ``batch_sizes``, and the bundle's mode.
+
+    ``verified``: the artifacts the caller already hashed. ``phases`` receives
+    the seconds of each start-up phase. Raises BackendUnavailable with every
+    artifact's reason when none is usable.
+    """
+    start = time.perf_counter()
+    bundle = load_bundle(settings.artifacts, verify=False)
+    phases["manifest"] = time.perf_counter() - start
+    failures = []
+    for artifact in (bundle.artifact(name) for name in backends):
+        try:
+            start = time.perf_counter()
+            if settings.verify and artifact.backend not in verified:
+                bundle.verify(artifact)
+            phases["verify"] = time.perf_counter() - start
+            start = time.perf_counter()
+            import_runtime(artifact)
+            phases["imports"] = time.perf_counter() - start
+            start = time.perf_counter()
+            backend = open_backend(bundle, artifact, device="auto")
+            phases["load"] = time.perf_counter() - start
+        except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error) skips it
+            reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else one_line(exc)
+            failures.append(f"{artifact.backend}: {reason}")
+            log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
+            continue
+        start = time.perf_counter()
+        problem = warm_up(backend, batch_sizes)
+        phases["warmup"] = time.perf_counter() - start
+        if problem is None:
+            return backend, bundle.mode
+        backend.close()
+        failures.append(f"{artifact.backend}: warm-up failed: {problem}")
+        log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=f"warm-up failed: {problem}")
+    raise BackendUnavailable(f"no usable artifact in {Path(settings.artifacts)}: " + "; ".join(failures))
+
+
+def warm_up(backend: Backend, batch_sizes: tuple[int, ...]) -> str | None:
+    """Run the model once at every batch size a caller can meet; why that failed, or None.
+
+    A backend that loads but cannot run (a GPU kernel that fails, out of
+    memory at the first enqueue) is skipped like one that does not load.
+    """
+    height, width = backend.bundle.input_size
+    probe = np.zeros((1, 3, height, width), dtype=np.float32)
+    try:
+        outputs = [backend.infer(np.repeat(probe, size, axis=0)) for size in sorted(set(batch_sizes))]
+    except Exception as exc:  # any runtime failure means: do not serve this artifact
+        return one_line(exc)
+    if not all(np.isfinite(out).all() for out in outputs):
+        return "the warm-up output is not finite"
+    return None

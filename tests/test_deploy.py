@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import string
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -251,8 +250,44 @@ def test_build_job_fits_cloud_runs_gpu_task_limits_and_survives_maintenance():
     assert 1800 <= spec["timeoutSeconds"] <= 3600  # 1 h: the most a GPU task may run
     assert spec["maxRetries"] >= 1  # GPU tasks are not live-migrated; the entrypoint skips published modes
 
+BATCH_VALUES = dict(JOB="cutouts-batch", IMAGE="europe-docker.pkg.dev/acme-prod/r/serve:1",
+                    SOURCE_URI="gs://acme-uploads/2026-11", DESTINATION_URI="gs://acme-cutouts/2026-11",
+                    OUTPUT="rgba", FORMAT="webp", TASKS="12", PARALLELISM="4",
+                    SERVICE_ACCOUNT="cutouts-batch@acme-prod.iam.gserviceaccount.com")
+
+
+def test_batch_job_runs_parallel_gpu_tasks_of_the_serving_image():
+    job = yaml.safe_load(render("batch-job.yaml", BATCH_VALUES))
+    assert job["kind"] == "Job" and job["metadata"]["name"] == "cutouts-batch"
+    execution = job["spec"]["template"]
+    assert (execution["spec"]["taskCount"], execution["spec"]["parallelism"]) == (12, 4)
+    assert execution["metadata"]["annotations"]["run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"
+    spec = execution["spec"]["template"]["spec"]
+    assert spec["nodeSelector"]["run.googleapis.com/accelerator"] == "nvidia-l4"
+    assert spec["serviceAccountName"] == BATCH_VALUES["SERVICE_ACCOUNT"]
+    assert spec["maxRetries"] >= 1 and spec["timeoutSeconds"] <= 3600
+    container = spec["containers"][0]
+    assert container["image"] == BATCH_VALUES["IMAGE"] and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["args"] == ["batch", "gs://acme-uploads/2026-11", "gs://acme-cutouts/2026-11",
+                                 "--output", "rgba", "--format", "webp"]
+
+
+def test_batch_job_arguments_are_what_the_batch_command_accepts(tmp_path):
+    """The job's args, given to the serving command itself: they parse (it stops at the missing bundle)."""
+    from click.testing import CliRunner
+
+    from serving.cli import main
+
+    args = yaml.safe_load(render("batch-job.yaml", BATCH_VALUES))["spec"]["template"]["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    local = [args[0], str(tmp_path / "in"), str(tmp_path / "out"), *args[3:]]
+    (tmp_path / "in").mkdir()
+    result = CliRunner().invoke(main, local, env={"INSPYRENET_ARTIFACTS": str(tmp_path / "no-bundle")})
+    assert result.exit_code == 1 and "no-bundle" in result.output and "Usage" not in result.output, result.output
+
 
 RENDERED = {
+    "batch-job.yaml": (["run", "jobs", "replace"], BATCH_VALUES),
     "build-job.yaml": (["run", "jobs", "replace"], JOB_VALUES),
     "service.yaml": (["run", "services", "replace"], SERVICE_VALUES),
 }

@@ -251,6 +251,38 @@ def load_test(artifacts: Path, backend: str, concurrency: int, bodies: int, body
     click.echo(f"written: {out / 'load.json'}")
 
 
+@main.command("batch-bench")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/fast"),
+              show_default=True, help="Bundle to run.")
+@click.option("--backend", type=click.Choice(("onnxruntime", "torchscript", "tensorrt")), default="onnxruntime",
+              show_default=True)
+@click.option("--images", "count", type=click.IntRange(1, 1000), default=24, show_default=True,
+              help="Images per size.")
+@click.option("--size", "sizes", type=click.Choice(("1mp", "12mp")), multiple=True, default=("1mp",),
+              show_default=True, help="Image size (repeatable).")
+@click.option("--cpu-lanes", "lanes", type=click.IntRange(1, 16), multiple=True, default=(1, 2), show_default=True,
+              help="Batch runs to make, by --cpu-lanes (repeatable).")
+@click.option("--runs", type=click.IntRange(1, 9), default=3, show_default=True,
+              help="Interleaved rounds; medians are compared.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
+              show_default=True, help="Where batch.json goes.")
+@user_errors
+def batch_bench(artifacts: Path, backend: str, count: int, sizes: tuple[str, ...], lanes: tuple[int, ...],
+                runs: int, out: Path) -> None:
+    """Throughput of `batch` against the same images sent one by one to `serve`, in one run."""
+    from rich.console import Console
+
+    from pipeline.batch_bench import BATCH_BENCH_FILE, markdown, run_batch_bench
+    from serving.bundle import load_bundle
+
+    load_bundle(artifacts, verify=False)
+    with Console(stderr=True).status("starting") as status:
+        report = run_batch_bench(artifacts, backend, count, list(sizes), list(lanes), runs, out,
+                                 status.update)
+    click.echo(markdown(report))
+    click.echo(f"written: {out / BATCH_BENCH_FILE}")
+
+
 @main.command()
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("destination", metavar="gs://BUCKET/PREFIX")

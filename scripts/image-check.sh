@@ -238,6 +238,29 @@ export STORAGE_EMULATOR_HOST="http://127.0.0.1:$gcs_port"
 "$VENV/bin/python" -c "from google.cloud import storage; storage.Client(project='check').create_bucket('image-check')" \
     || die "cannot create the emulator's bucket"
 "$VENV/bin/inspyrenet" publish "$bundle" "gs://image-check/cpu/$MODE" >/dev/null 2>&1 || die "cannot publish $bundle to the emulator"
+# The batch job's container as deploy/cloudrun/batch-job.yaml runs it (the gpu image, its entrypoint,
+# args batch SRC DST, Cloud Run's task variables), on the CPU here, against the emulator.
+"$VENV/bin/python" - <<'PY' || die "cannot upload the batch check's images"
+import io
+from google.cloud import storage
+from pipeline import samples
+bucket = storage.Client(project="check").bucket("image-check")
+for name, img in list(samples.photos().items())[:3]:
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG")
+    bucket.blob(f"batch-in/{name}.jpg").upload_from_string(buffer.getvalue())
+bucket.blob("batch-in/broken.jpg").upload_from_string(b"not an image")
+PY
+batch_summary=$(timeout 600 docker run --rm --network host -e STORAGE_EMULATOR_HOST="$STORAGE_EMULATOR_HOST" \
+    -e CLOUD_RUN_TASK_INDEX=0 -e CLOUD_RUN_TASK_COUNT=1 "$TAG-serve-gpu" \
+    batch gs://image-check/batch-in gs://image-check/batch-out --format webp 2>"$WORK/batch.log") \
+    || die "the batch job's container failed (see $WORK/batch.log)"
+batch_job=$(python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])
+assert s["done"] == 3 and [f["path"] for f in s["failed"]] == ["broken.jpg"], s
+print(json.dumps({"done": s["done"], "failed": s["failed"], "seconds": s["seconds"], "backend": s["backend"]}))' \
+    "$batch_summary") || die "the batch job's summary is not what it should be: $batch_summary"
 set +e
 order=$(timeout 600 docker run --rm --network host -e STORAGE_EMULATOR_HOST="$STORAGE_EMULATOR_HOST" \
     -e SOURCE_URI=gs://image-check/cpu -e PUBLISH_URI=gs://image-check/engines "$TAG-build" "$MODE" 2>&1)
@@ -266,7 +289,8 @@ build_image=$(printf '{"image_mb": %s, "build_seconds": %s, "tensorrt_builder": 
     "$(json_str <<<"$steps")" "$order_status" "$published_after" "$(json_str <<<"$one_line")" "$one_line_status" \
     "$(layers "$TAG-build")")
 
-summary=$(printf '{"base_image": "%s", "builder": "docker %s, classic builder", "mode": "%s", "serve_cpu": %s, "serve_gpu": %s, "gpu_stack": %s, "build": %s}' \
-    "$base_image" "$(docker version -f '{{.Server.Version}}')" "$MODE" "$serve_cpu" "$serve_gpu" "$gpu_stack" "$build_image")
+summary=$(printf '{"base_image": "%s", "builder": "docker %s, classic builder", "mode": "%s", "serve_cpu": %s, "serve_gpu": %s, "gpu_stack": %s, "batch_job": %s, "build": %s}' \
+    "$base_image" "$(docker version -f '{{.Server.Version}}')" "$MODE" "$serve_cpu" "$serve_gpu" "$gpu_stack" \
+    "$batch_job" "$build_image")
 python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1]), indent=1))' "$summary" | tee "$WORK/summary.json"
 log "passed"

@@ -115,9 +115,12 @@ def verify(bundle_dir: Path | None, prune: bool) -> None:
               help="Threads reading/decoding and encoding/writing [default: CPU count, at most 8].")
 @click.option("--batch-size", type=click.IntRange(1, 64), default=None,
               help="Images per inference, at most the artifact's [default: its max on a GPU, 1 on the CPU].")
+@click.option("--cpu-lanes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="On the CPU: images in inference at once, each on its share of the cores. Faster than 1, but "
+                   "masks then differ from the API's by up to 4e-5 (one alpha level at a few pixels).")
 @one_line_errors()
 def batch(source, destination, artifacts, backend, output, fmt, bg_color, threshold, reverse, max_size, refine,
-          quality, shard, workers, batch_size) -> None:
+          quality, shard, workers, batch_size, cpu_lanes) -> None:
     """Cut out every image under SRC into DST (local folders or gs://BUCKET/PREFIX); resumable, sharded.
 
     Outputs keep their relative paths with the format's extension; a rerun skips
@@ -139,7 +142,7 @@ def batch(source, destination, artifacts, backend, output, fmt, bg_color, thresh
         raise BatchError(str(exc)) from None
     logs.send_to(sys.stderr)  # stdout carries the summary alone
     settings = Settings.from_env(artifacts=artifacts, backend=backend)
-    options = BatchOptions(source, destination, params, task, workers or 0, batch_size or 0)
+    options = BatchOptions(source, destination, params, task, workers or 0, batch_size or 0, cpu_lanes)
     summary, where = run_batch(settings, options)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"summary: {where}", err=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -62,13 +63,15 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
     return usable, verified
 
 
-def load_warm_backend(settings: Settings, backends: list[str], verified: set[str], batch_sizes: tuple[int, ...],
-                      phases: dict[str, float]) -> tuple[Backend, str]:
-    """The first of ``backends`` that loads and runs at every size in ``batch_sizes``, and the bundle's mode.
+def load_warm_backend(settings: Settings, backends: list[str], verified: set[str],
+                      warm_sizes: Callable[[Backend], tuple[int, ...]],
+                      phases: dict[str, float], threads: int | None = None) -> tuple[Backend, str]:
+    """The first of ``backends`` that loads and runs at every batch size ``warm_sizes(backend)`` names.
 
-    ``verified``: the artifacts the caller already hashed. ``phases`` receives
-    the seconds of each start-up phase. Raises BackendUnavailable with every
-    artifact's reason when none is usable.
+    Returns the backend and the bundle's mode. ``verified``: the artifacts the
+    caller already hashed. ``phases`` receives the seconds of each start-up
+    phase. Raises BackendUnavailable with every artifact's reason when none is
+    usable.
     """
     start = time.perf_counter()
     bundle = load_bundle(settings.artifacts, verify=False)
@@ -84,7 +87,7 @@ def load_warm_backend(settings: Settings, backends: list[str], verified: set[str
             import_runtime(artifact)
             phases["imports"] = time.perf_counter() - start
             start = time.perf_counter()
-            backend = open_backend(bundle, artifact, device="auto")
+            backend = open_backend(bundle, artifact, device="auto", threads=threads)
             phases["load"] = time.perf_counter() - start
         except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error) skips it
             reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else one_line(exc)
@@ -92,7 +95,7 @@ def load_warm_backend(settings: Settings, backends: list[str], verified: set[str
             log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
             continue
         start = time.perf_counter()
-        problem = warm_up(backend, batch_sizes)
+        problem = warm_up(backend, warm_sizes(backend))
         phases["warmup"] = time.perf_counter() - start
         if problem is None:
             return backend, bundle.mode

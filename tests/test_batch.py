@@ -312,6 +312,56 @@ def test_local_folder_with_parameters_is_the_servers_answer_and_reruns_only_what
         server, files["photos/astronaut.jpg"], {**params, "threshold": "0.5"})
 
 
+def test_cpu_lanes_trade_byte_identity_for_throughput_within_one_alpha_level(tmp_path, batch_env, server):
+    """--cpu-lanes 2: two images in inference at once on one core each. ONNX Runtime's single-thread
+    result differs from the API's (all cores) by up to 4e-5: at most one alpha level, at few pixels."""
+    files, _ = image_set()
+    chosen = ["photos/astronaut.jpg", "photos/small/rocket.png", "modes/cmyk.jpg"]
+    for path in chosen:
+        (tmp_path / "in" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / path).write_bytes(files[path])
+    summary = run_batch(str(tmp_path / "in"), str(tmp_path / "out"), "--cpu-lanes", "2", env=batch_env)
+    assert summary["done"] == 3 and summary["cpu_lanes"] == 2
+    differing = pixels = 0
+    for path in chosen:
+        ours = np.asarray(Image.open(tmp_path / "out" / output_path(path, "png")), dtype=np.int16)
+        api = np.asarray(Image.open(io.BytesIO(server_cutout(server, files[path], {}))), dtype=np.int16)
+        assert ours.shape == api.shape and np.array_equal(ours[..., :3], api[..., :3])
+        delta = np.abs(ours[..., 3] - api[..., 3])
+        assert delta.max() <= 1, path
+        differing += int((delta > 0).sum())
+        pixels += delta.size
+    assert differing / pixels < 0.01
+
+
+def test_a_missing_bucket_is_one_line_before_any_work(gcs_emulator, tmp_path, batch_env):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.jpg").write_bytes(b"x")
+    for args, words in (((str(tmp_path / "in"), "gs://no-such-bucket-here/out"), "gs://no-such-bucket-here"),
+                        (("gs://no-such-bucket-here/in", str(tmp_path / "out")), "bucket not found")):
+        result = serving_command(*args, env=batch_env, timeout=120)
+        errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+        assert result.returncode == 1 and len(errors) == 1 and words in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_write_that_fails_stops_the_task_in_one_line_and_a_rerun_finishes(tmp_path, batch_env):
+    """DST cannot take an output (a folder stands where it goes): exit 1, one line, the summary not written;
+    an unreadable source is only that image's failure."""
+    files, _ = image_set()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(files["modes/one-pixel.png"])
+    (tmp_path / "out" / "b.png").mkdir(parents=True)
+    result = serving_command(str(tmp_path / "in"), str(tmp_path / "out"), env=batch_env, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert result.returncode == 1 and len(errors) == 1 and "b.png" in errors[0], result.stderr
+    assert not (tmp_path / "out" / ".inspyrenet-batch" / "summary-task-0-of-1.json").exists()
+    (tmp_path / "out" / "b.png").rmdir()
+    rerun = run_batch(str(tmp_path / "in"), str(tmp_path / "out"), env=batch_env)
+    assert rerun["done"] + rerun["skipped"] == 2 and rerun["done"] >= 1
+
+
 # -- errors a user can cause: one line, exit 1 -----------------------------------------------------
 
 

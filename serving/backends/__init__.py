@@ -97,8 +97,12 @@ def import_runtime(artifact: Artifact) -> None:
             continue
 
 
-def open_backend(bundle: Bundle, artifact: Artifact, device: str = "auto") -> Backend:
+def open_backend(bundle: Bundle, artifact: Artifact, device: str = "auto", threads: int | None = None) -> Backend:
     """Load ``artifact`` with its runtime on ``device`` (auto | cpu | cuda).
+
+    ``threads``: CPU threads one inference may use (ONNX Runtime's intra-op
+    threads; None: the runtime's default, every core). The other runtimes
+    ignore it.
 
     Raises BackendUnavailable when this machine lacks the runtime or device.
     The caller verifies the artifact's files first.
@@ -111,4 +115,6 @@ def open_backend(bundle: Bundle, artifact: Artifact, device: str = "auto") -> Ba
         from serving.backends.tensorrt import TensorRTBackend as cls
     else:
         raise BackendUnavailable(f"no backend implementation for {artifact.backend!r} artifacts")
+    if artifact.backend == "onnxruntime":
+        return cls(bundle, artifact, device, threads=threads)
     return cls(bundle, artifact, device)

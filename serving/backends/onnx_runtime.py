@@ -11,7 +11,7 @@ from serving.bundle import Artifact, Bundle
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto"):
+    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto", threads: int | None = None):
         super().__init__(bundle, artifact)
         try:
             import onnxruntime as ort
@@ -27,6 +27,8 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(bundle.path(artifact.main)), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors

@@ -38,8 +38,8 @@ class LocationError(BatchError):
     """SRC or DST cannot be used; one line."""
 
 
-class SourceChanged(Exception):
-    """An object listed at the start is gone or replaced; the batch lists it as failed."""
+class SourceUnreadable(Exception):
+    """A listed image that is gone, replaced or unreadable; the batch lists it as failed and goes on."""
 
 
 def safe_relative(path: str) -> bool:
@@ -85,11 +85,16 @@ class LocalFolder:
         try:
             data = (self.root / source.path).read_bytes()
         except FileNotFoundError:
-            raise SourceChanged(f"{source.path}: gone since the listing") from None
+            raise SourceUnreadable("gone since the listing") from None
+        except OSError as exc:
+            raise SourceUnreadable(f"cannot be read: {exc.strerror or exc}") from None
         return data, "sha256:" + hashlib.sha256(data).hexdigest()
 
     def prepare_outputs(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocationError(f"{self.root}: cannot create the folder: {exc.strerror or exc}") from None
 
     def _record_path(self, name: str) -> Path:
         return self.root / STATE_DIR / "records" / f"{name}.json"
@@ -108,12 +113,18 @@ class LocalFolder:
     def write(self, name: str, body: bytes, media_type: str, record: dict[str, str]) -> None:
         if not is_inside(self.root, name):
             raise LocationError(f"{name!r}: the output would leave {self.root}")
-        write_bytes_atomic(self.root / name, body)
-        write_json_atomic(self._record_path(name), {**record, "inspyrenet-bytes": str(len(body))})
+        try:
+            write_bytes_atomic(self.root / name, body)
+            write_json_atomic(self._record_path(name), {**record, "inspyrenet-bytes": str(len(body))})
+        except OSError as exc:  # a full disk, a folder in the way: the task stops, a rerun goes on from here
+            raise LocationError(f"{self.root / name}: cannot write: {exc.strerror or exc}") from None
 
     def write_summary(self, name: str, summary: dict) -> str:
         path = self.root / STATE_DIR / name
-        write_json_atomic(path, summary)
+        try:
+            write_json_atomic(path, summary)
+        except OSError as exc:
+            raise LocationError(f"{path}: cannot write: {exc.strerror or exc}") from None
         return str(path)
 
 
@@ -169,7 +180,7 @@ class GcsPrefix:
             try:
                 return blob.download_as_bytes(checksum="auto")
             except NotFound:
-                raise SourceChanged(f"{source.path}: gone or replaced since the listing") from None
+                raise SourceUnreadable("gone or replaced since the listing") from None
 
         return storage_call(uri, download), source.version
 

@@ -27,21 +27,21 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from serving.backends import Backend
-from serving.batch import BatchError
 from serving.batch.listing import (
-    Shard, Source, collisions, images, is_candidate, listing_digest, output_path, take_shard,
+    Shard, Source, collisions, images, listing_digest, output_path, take_shard,
 )
-from serving.batch.locations import LocationError, SourceChanged, open_location, overlap, safe_relative
+from serving.batch.locations import LocationError, SourceUnreadable, open_location, overlap, safe_relative
 from serving.bundle import load_bundle
 from serving.cutout import cutout_pixels, encode
 from serving.image import ImageError, UnsupportedImage, decode_image, preprocess
-from serving.loading import load_warm_backend, one_line, preflight, warm_up
+from serving.loading import load_warm_backend, one_line, preflight
 from serving.logs import log
 from serving.params import CutoutParams
 from serving.settings import Settings
@@ -58,6 +58,7 @@ class BatchOptions:
     shard: Shard
     workers: int = 0  # threads reading and writing; 0: the CPU count, at most 8
     batch_size: int = 0  # 0: default_batch_size(backend)
+    cpu_lanes: int = 1  # images in inference at once on the CPU, each on its share of the cores
 
 
 @dataclass
@@ -175,6 +176,9 @@ class BatchRun:
             raise LocationError(f"{self.source} and {self.destination} overlap: outputs would be read as "
                                 "images, or overwrite them; choose a DST outside SRC")
         self.workers = options.workers or min(8, os.cpu_count() or 2)
+        self.lanes = options.cpu_lanes
+        # More than one lane: each inference gets its share of the cores (ONNX Runtime's threads).
+        self.threads = max(1, len(os.sched_getaffinity(0)) // self.lanes) if self.lanes > 1 else None
         self.bundle = load_bundle(settings.artifacts, verify=False)
         checkpoint = self.bundle.manifest.get("checkpoint", {})
         self.model = f"{self.bundle.mode}-{str(checkpoint.get('sha256', ''))[:12]}"
@@ -208,7 +212,7 @@ class BatchRun:
                                            "(INSPYRENET_MAX_BODY_BYTES)")
         try:
             data, version = self.source.read(source)
-        except SourceChanged as exc:
+        except SourceUnreadable as exc:
             return Outcome(path, "failed", str(exc))
         if not source.version and self._done(output, path, version):
             return Outcome(path, "skipped")
@@ -216,7 +220,7 @@ class BatchRun:
             image = decode_image(data, self.settings.max_pixels)
             tensor = preprocess(image, self.bundle.input_size)
         except UnsupportedImage as exc:
-            extensionless = is_candidate(path) and "." not in path.rsplit("/", 1)[-1]
+            extensionless = PurePosixPath(path).suffix == ""  # listed for its content, which is not an image
             return Outcome(path, "ignored" if extensionless else "failed", str(exc))
         except ImageError as exc:
             return Outcome(path, "failed", str(exc))
@@ -250,7 +254,9 @@ class BatchRun:
         shard = self.options.shard
         mine, clashes, listing = self.plan()
         self.destination.prepare_outputs()
-        usable, verified = preflight(self.settings)
+        # Every choice a user makes is checked here; the sha256 is checked by the loader, while the first
+        # images are read (a file that fails it is skipped for the next artifact, as in the server).
+        usable, verified = preflight(replace(self.settings, verify=False))
         tally = Tally(assigned=len(mine))
         progress = Progress(tally, f"task {shard}", interactive)
         phases: dict[str, float] = {}
@@ -259,7 +265,8 @@ class BatchRun:
                 ThreadPoolExecutor(self.workers, thread_name_prefix="read") as readers, \
                 ThreadPoolExecutor(self.workers, thread_name_prefix="write") as writers:
             # The model loads while the first images are read and decoded.
-            loading = loader.submit(load_warm_backend, self.settings, usable, verified, (1,), phases)
+            loading = loader.submit(load_warm_backend, self.settings, usable, verified, self._warm_sizes, phases,
+                                    self.threads)
             try:
                 self._pipeline(mine, clashes, loading, readers, writers, tally, progress, state)
             except BaseException:
@@ -285,6 +292,7 @@ class BatchRun:
             "startup_seconds": {k: round(v, 3) for k, v in phases.items()},
             "backend": backend.describe() if backend else None,
             "batch_size": state.get("batch_size"),
+            "cpu_lanes": state.get("lanes"),
             "workers": self.workers,
             "model": self.model,
             "params": self.params.to_dict(),
@@ -296,9 +304,9 @@ class BatchRun:
                   state: dict[str, Any]) -> None:
         pending = iter(mine)
         window: deque[Future] = deque()
-        writing: set[Future] = set()
+        errors: list[BaseException] = []  # from the lanes and writers; the first one stops the task
         write_slots = threading.BoundedSemaphore(2 * self.workers)
-        ahead = 2 * self.workers  # grows with the batch size once the model is loaded
+        ahead = 2 * self.workers  # grows with the batch size and lanes once the model is loaded
 
         def refill() -> None:
             while len(window) < ahead:
@@ -313,59 +321,73 @@ class BatchRun:
 
         def written(future: Future) -> None:
             write_slots.release()
-            if future.exception() is None:
+            if future.exception() is not None:
+                errors.append(future.exception())
+            else:
                 record(future.result())
 
-        refill()
-        backend: Backend | None = None
-        batch_size = 1
-        while window:
-            batch: list[Prepared] = []
-            while window and len(batch) < batch_size:
-                if batch and not window[0].done():
-                    break  # run what is ready rather than wait for a full batch
-                result = window.popleft().result()  # a storage error stops the task here
-                refill()
-                if isinstance(result, Outcome):
-                    record(result)
-                else:
-                    batch.append(result)
-            if not batch:
-                continue
-            if backend is None:
-                backend, batch_size = self._backend(loading, state)
-                ahead = 2 * batch_size + 2 * self.workers
-                refill()
+        def infer_and_write(backend: Backend, batch: list[Prepared]) -> None:
             masks = backend.infer(np.concatenate([item.tensor for item in batch]))
             label = f"{backend.name} {backend.artifact.precision}"
             for item, mask in zip(batch, masks):
                 item.tensor = None
                 write_slots.acquire()
-                self._raise_write_errors(writing)
-                future = writers.submit(self.finish, item, mask[0], label)
-                writing.add(future)
-                future.add_done_callback(written)
-        for future in list(writing):
-            future.exception()  # wait
-        self._raise_write_errors(writing)
+                writers.submit(self.finish, item, mask[0], label).add_done_callback(written)
 
-    def _backend(self, loading: Future, state: dict[str, Any]) -> tuple[Backend, int]:
-        backend, _mode = loading.result()
+        refill()
+        backend: Backend | None = None
+        batch_size, lanes = 1, 1
+        with ThreadPoolExecutor(self.lanes, thread_name_prefix="lane") as lane_pool:
+            lane_slots = threading.BoundedSemaphore(self.lanes)
+
+            def lane_done(future: Future) -> None:
+                lane_slots.release()
+                if future.exception() is not None:
+                    errors.append(future.exception())
+
+            while window and not errors:
+                batch: list[Prepared] = []
+                while window and len(batch) < batch_size:
+                    if batch and not window[0].done():
+                        break  # run what is ready rather than wait for a full batch
+                    result = window.popleft().result()  # a storage error stops the task here
+                    refill()
+                    if isinstance(result, Outcome):
+                        record(result)
+                    else:
+                        batch.append(result)
+                if not batch:
+                    continue
+                if backend is None:
+                    backend, batch_size, lanes = self._backend(loading, state)
+                    ahead = lanes * (2 * batch_size) + 2 * self.workers
+                    refill()
+                if lanes == 1:
+                    infer_and_write(backend, batch)
+                else:  # side by side, each inference on its share of the cores
+                    lane_slots.acquire()
+                    lane_pool.submit(infer_and_write, backend, batch).add_done_callback(lane_done)
+        for _ in range(2 * self.workers):  # every write has finished once every slot is back
+            write_slots.acquire()
+        if errors:
+            raise errors[0]
+
+    def batch_size(self, backend: Backend) -> int:
         size = self.options.batch_size or default_batch_size(backend)
-        size = max(1, min(size, backend.max_batch))
-        if size > 1:
-            problem = warm_up(backend, (size,))
-            if problem is not None:
-                raise BatchError(f"{backend.name} cannot run a batch of {size}: {problem}")
-        state["backend"], state["batch_size"] = backend, size
-        return backend, size
+        return max(1, min(size, backend.max_batch))
 
-    @staticmethod
-    def _raise_write_errors(writing: set[Future]) -> None:
-        for future in [f for f in writing if f.done()]:
-            writing.discard(future)
-            if future.exception() is not None:
-                raise future.exception()
+    def _warm_sizes(self, backend: Backend) -> tuple[int, ...]:
+        """Warm up on a GPU, at the batch size this run uses (an engine that cannot run it is skipped for
+        the next artifact). On the CPU the first image is the warm-up: a probe would cost a whole
+        inference (1.7 s here) and tell nothing the first image does not."""
+        return (self.batch_size(backend),) if backend.device == "cuda" else ()
+
+    def _backend(self, loading: Future, state: dict[str, Any]) -> tuple[Backend, int, int]:
+        """The loaded backend, the batch size and the number of lanes to run it with."""
+        backend, _mode = loading.result()
+        lanes = self.lanes if backend.device == "cpu" else 1
+        state.update(backend=backend, batch_size=self.batch_size(backend), lanes=lanes)
+        return backend, state["batch_size"], lanes
 
 
 def summary_name(shard: Shard) -> str:

@@ -126,6 +126,7 @@ def batch(source, destination, artifacts, backend, output, fmt, bg_color, thresh
     Outputs keep their relative paths with the format's extension; a rerun skips
     what is done. A summary goes to DST/.inspyrenet-batch/ and stdout.
     """
+    import contextlib
     import json
 
     from serving import logs
@@ -140,10 +141,13 @@ def batch(source, destination, artifacts, backend, output, fmt, bg_color, thresh
         task = parse_shard(shard) if shard is not None else shard_from_env()
     except (ParamError, ShardError) as exc:
         raise BatchError(str(exc)) from None
-    logs.send_to(sys.stderr)  # stdout carries the summary alone
     settings = Settings.from_env(artifacts=artifacts, backend=backend)
     options = BatchOptions(source, destination, params, task, workers or 0, batch_size or 0, cpu_lanes)
-    summary, where = run_batch(settings, options)
+    # stdout carries the summary alone: our log lines, and what libraries print (onnxruntime-gpu prints
+    # its CUDA provider's failure on a machine without a GPU), go to stderr.
+    logs.send_to(sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):
+        summary, where = run_batch(settings, options)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"summary: {where}", err=True)
 

@@ -108,7 +108,8 @@ def encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:
 
 
 def image_set() -> tuple[dict[str, bytes], dict[str, str]]:
-    """({relative path: bytes}, {bad path: the words its failure reason holds}): 44 images and two other files."""
+    """({relative path: bytes}, {bad path: the words its failure reason holds}): 38 good images, 6 bad ones,
+    an extensionless file that is not an image, and a text file."""
     from pipeline import samples
 
     photos = samples.photos()
@@ -117,6 +118,7 @@ def image_set() -> tuple[dict[str, bytes], dict[str, str]]:
         files[f"photos/{name}.jpg"] = encoded(img, "JPEG", quality=90)
         files[f"photos/small/{name}.png"] = encoded(img.resize((img.width // 3, img.height // 3)), "PNG")
         files[f"photos/crops/{name}.webp"] = encoded(img.crop((0, 0, img.width // 2, img.height)), "WEBP")
+        files[f"photos/gray/{name}.jpeg"] = encoded(img.convert("L").resize((320, 240)), "JPEG")
     base = photos["astronaut"].resize((256, 256))
     gray = base.convert("L")
     odd = {
@@ -174,10 +176,10 @@ def serving_command(*args: str, env: dict | None = None, timeout: float = 600) -
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def batch_process_args(args, env) -> tuple[list[str], dict]:
+def batch_process_args(args, env, site_code: str = "") -> tuple[list[str], dict]:
     """The serving command's argv and its Popen keywords: torch blocked, as in the serving image."""
     site = Path(tempfile.mkdtemp(prefix="no-torch-"))
-    (site / "sitecustomize.py").write_text(BLOCK_TORCH)
+    (site / "sitecustomize.py").write_text(BLOCK_TORCH + site_code)
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), **(env or {})}
     return [sys.executable, "-m", "serving.cli", "batch", *args], {"env": full_env, "cwd": REPO}
 
@@ -221,7 +223,7 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
     files, reasons = image_set()
     good = good_paths(files, reasons)
     listed = good | set(reasons) | IGNORED
-    assert len(listed) >= 40 and len(good) >= 30
+    assert len(listed) == 45 and len(good) == 38
     bucket = storage.Client().create_bucket(f"batch-{uuid.uuid4().hex[:8]}")
     for path, data in files.items():
         bucket.blob(f"in/{path}").upload_from_string(data)
@@ -360,6 +362,33 @@ def test_a_write_that_fails_stops_the_task_in_one_line_and_a_rerun_finishes(tmp_
     (tmp_path / "out" / "b.png").rmdir()
     rerun = run_batch(str(tmp_path / "in"), str(tmp_path / "out"), env=batch_env)
     assert rerun["done"] + rerun["skipped"] == 2 and rerun["done"] >= 1
+
+
+NOISY_RUNTIME = """
+import onnxruntime
+
+_open = onnxruntime.InferenceSession.__init__
+
+
+def _noisy_open(self, *args, **kwargs):
+    print("EP Error: what onnxruntime-gpu prints on stdout without a GPU")
+    _open(self, *args, **kwargs)
+
+
+onnxruntime.InferenceSession.__init__ = _noisy_open
+"""
+
+
+def test_stdout_is_the_summary_alone_when_a_library_prints(tmp_path, batch_env):
+    """onnxruntime-gpu prints its CUDA provider's failure on stdout (the image check met it): stdout stays JSON."""
+    files, _ = image_set()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.png").write_bytes(files["modes/one-pixel.png"])
+    command, kwargs = batch_process_args((str(tmp_path / "in"), str(tmp_path / "out")), batch_env, NOISY_RUNTIME)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["done"] == 1
+    assert "EP Error" in result.stderr
 
 
 # -- errors a user can cause: one line, exit 1 -----------------------------------------------------

@@ -53,8 +53,11 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--project", required=True)
     parser.add_argument("--region", required=True)
     parser.add_argument("--service", required=True)
-    parser.add_argument("--service-account", required=True,
-                        help="Email of the account the jobs call Cloud Run as (needs run.services.update).")
+    parser.add_argument(
+        "--service-account",
+        required=True,
+        help="Email of the account the jobs call Cloud Run as (needs run.services.update).",
+    )
     parser.add_argument("--start-hour", type=int, default=8)
     parser.add_argument("--end-hour", type=int, default=19)
     parser.add_argument("--days", default="1-5", help="cron day-of-week field, 0 = Sunday [default 1-5]")
@@ -65,7 +68,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         (PROJECT.match(args.project), f"--project {args.project!r} is not a project ID"),
         (REGION.match(args.region), f"--region {args.region!r} is not a region"),
         (NAME.match(args.service), f"--service {args.service!r} is not a Cloud Run service name"),
-        (ACCOUNT.match(args.service_account), f"--service-account {args.service_account!r} is not a service account email"),
+        (
+            ACCOUNT.match(args.service_account),
+            f"--service-account {args.service_account!r} is not a service account email",
+        ),
         (0 <= args.start_hour <= 23 and 0 <= args.end_hour <= 23, "hours are 0-23"),
         (DAYS.match(args.days), f"--days {args.days!r} is not a cron day-of-week field"),
         (len(args.service) <= 57, "--service is too long for the job names (SERVICE-warm, SERVICE-cold)"),
@@ -119,7 +125,11 @@ def main(argv: list[str] | None = None, client: scheduler_v1.CloudSchedulerClien
     args = arguments(argv)
     wanted = jobs(args)
     if args.dry_run:
-        print(json.dumps([json.loads(scheduler_v1.Job.to_json(j, use_integers_for_enums=False)) for j in wanted], indent=1))
+        print(
+            json.dumps(
+                [json.loads(scheduler_v1.Job.to_json(j, use_integers_for_enums=False)) for j in wanted], indent=1
+            )
+        )
         return 0
     try:
         client = client or scheduler_v1.CloudSchedulerClient()
@@ -131,8 +141,10 @@ def main(argv: list[str] | None = None, client: scheduler_v1.CloudSchedulerClien
     except api_exceptions.GoogleAPICallError as exc:
         print(f"error: Cloud Scheduler refused the call: {exc.message or exc}", file=sys.stderr)
         return 1
-    print(f"scheduled: {args.service} warm at {args.start_hour}:00, scale to zero at {args.end_hour}:00 "
-          f"({args.days}, {args.time_zone})")
+    print(
+        f"scheduled: {args.service} warm at {args.start_hour}:00, scale to zero at {args.end_hour}:00 "
+        f"({args.days}, {args.time_zone})"
+    )
     return 0
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +12,31 @@ import numpy as np
 import torch
 
 from pipeline import checkpoint as checkpoints
-from pipeline import onnx_fp16, samples
+from pipeline import samples
 from pipeline.bundle_writer import BundleWriter
 from pipeline.environment import build_environment
 from pipeline.errors import BuildError
-from pipeline.export import INPUT_NAME, ONNX_MAX_BATCH, ONNX_OPSET, OUTPUT_NAME, export_onnx, export_torchscript
-from pipeline.model import NORMALISATION_EPS, expected_keys, export_model
-from pipeline.parity import DEFAULT_LIMITS
+from pipeline.export import onnx_fp16
+from pipeline.export.formats import INPUT_NAME, ONNX_MAX_BATCH, ONNX_OPSET, OUTPUT_NAME, export_onnx, export_torchscript
+from pipeline.export.model import NORMALISATION_EPS, expected_keys, export_model
+from pipeline.export.tensorrt_engine import TensorRTOptions
+from pipeline.parity.check import DEFAULT_LIMITS
 from pipeline.paths import cache_root
 from pipeline.progress import Stages
-from pipeline.tensorrt_engine import TensorRTOptions
 from serving import __version__ as serving_version
 from serving.backends import BackendUnavailable, open_backend
-from serving.bundle import BUNDLE_KIND, SCHEMA_VERSION, TENSORRT_SOURCE_ROLE, Artifact, Bundle
-from serving.image import MEAN, RESIZE_RULE, STD, UPSAMPLE_RULE, preprocess
+from serving.bundle import Bundle
+from serving.imaging.contract import MEAN, RESIZE_RULE, STD, UPSAMPLE_RULE, preprocess
+from serving.manifest import (
+    TENSORRT_SOURCE_ROLE,
+    Artifact,
+    ExportCheck,
+    InputSpec,
+    Manifest,
+    OutputSpec,
+    SkippedArtifact,
+    Validation,
+)
 
 EXPORT_TOLERANCE = 1e-4
 FP16_EXPORT_TOLERANCE = DEFAULT_LIMITS["fp16"]["model"].max_abs  # fp16 graph and engine vs eager
@@ -42,29 +54,83 @@ class BuildOptions:
     tensorrt_options: TensorRTOptions = TensorRTOptions()
 
 
-def io_spec(size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+def io_spec(size: tuple[int, int]) -> tuple[InputSpec, OutputSpec]:
     height, width = size
-    model_input = {
-        "name": INPUT_NAME,
-        "shape": ["N", 3, height, width],
-        "dtype": "float32",
-        "layout": "NCHW",
-        "color": "RGB",
-        "scale": "1/255",
-        "mean": list(MEAN),
-        "std": list(STD),
-        "resize": RESIZE_RULE,
-    }
-    model_output = {
-        "name": OUTPUT_NAME,
-        "shape": ["N", 1, height, width],
-        "dtype": "float32",
-        "range": [0.0, 1.0],
-        "meaning": "foreground probability (alpha)",
-        "normalisation": f"sigmoid, then min/max per sample (eps {NORMALISATION_EPS})",
-        "upsample": UPSAMPLE_RULE,
-    }
+    model_input = InputSpec(
+        name=INPUT_NAME,
+        shape=["N", 3, height, width],
+        dtype="float32",
+        layout="NCHW",
+        color="RGB",
+        scale="1/255",
+        mean=list(MEAN),
+        std=list(STD),
+        resize=RESIZE_RULE,
+    )
+    model_output = OutputSpec(
+        name=OUTPUT_NAME,
+        shape=["N", 1, height, width],
+        dtype="float32",
+        range=[0.0, 1.0],
+        meaning="foreground probability (alpha)",
+        normalisation=f"sigmoid, then min/max per sample (eps {NORMALISATION_EPS})",
+        upsample=UPSAMPLE_RULE,
+    )
     return model_input, model_output
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One artifact a build makes: its file, how it is written, and how close to eager its check must come.
+
+    ``write(path)`` writes the file (side files next to it) and may return manifest
+    fields it measured; ``fields`` are the ones known up front. Every artifact is
+    checked the same way: one photo through its serving backend against the eager
+    model, within ``tolerance`` (None: ``--export-tolerance``).
+    """
+
+    file: str
+    backend: str
+    title: str
+    write: Callable[[Path], dict[str, Any] | None]
+    precision: str = "fp32"
+    device: str = "any"
+    max_batch: int = ONNX_MAX_BATCH
+    tolerance: float | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def model_exports(model, state: dict, size: tuple[int, int], check_input: np.ndarray) -> list[ExportSpec]:
+    """The CPU exports, in build order: TorchScript, ONNX fp32, and the fp16 ONNX graph TensorRT compiles."""
+    example = torch.from_numpy(check_input)
+    onnx_fields = {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET}
+
+    def torchscript(path: Path) -> None:
+        export_torchscript(model, example, path)
+
+    def onnx(path: Path) -> None:
+        export_onnx(model, example, path)
+
+    return [
+        ExportSpec(
+            "model.ts", "torchscript", "export torchscript", torchscript, fields={"exporter": "torch.jit.trace"}
+        ),
+        ExportSpec("model.onnx", "onnxruntime", "export onnx", onnx, fields=onnx_fields),
+        ExportSpec(
+            onnx_fp16.FILE,
+            "onnxruntime",
+            "export onnx fp16 (tensorrt source)",
+            lambda path: onnx_fp16.export_fp16_onnx(state, size, example, path),
+            precision="fp16",
+            tolerance=FP16_EXPORT_TOLERANCE,
+            fields={
+                **onnx_fields,
+                "role": TENSORRT_SOURCE_ROLE,
+                "label": onnx_fp16.LABEL,
+                "graph": "fp16 with fp32 islands (pipeline.export.mixed_precision)",
+            },
+        ),
+    ]
 
 
 class Builder:
@@ -73,10 +139,10 @@ class Builder:
         self.stages = stages
         self.size = checkpoints.input_size(options.mode)
 
-    def run(self) -> tuple[Path, dict[str, Any]]:
+    def run(self) -> tuple[Path, Manifest]:
         options, stage = self.options, self.stages.stage
         if options.require_tensorrt:
-            self._tensorrt_unavailable()  # raises before any slow work
+            self._tensorrt_problem()  # raises before any slow work
         with stage("resolve checkpoint", long=options.checkpoint.startswith("synthetic")) as s:
             ckpt = checkpoints.resolve(options.checkpoint, options.mode)
             s.detail = f"{ckpt.source}  sha256 {ckpt.sha256[:12]}"
@@ -91,42 +157,26 @@ class Builder:
             s.detail = f"on '{samples.CHECK_PHOTO}'"
 
         model_input, model_output = io_spec(self.size)
-        manifest: dict[str, Any] = {
-            "kind": BUNDLE_KIND,
-            "schema_version": SCHEMA_VERSION,
-            "mode": options.mode,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "production_ready": ckpt.production_ready,
-            "checkpoint": ckpt.manifest_record(),
-            "input": model_input,
-            "output": model_output,
-            "artifacts": [],
-            "skipped_artifacts": [],
-        }
+        manifest = Manifest.new(
+            mode=options.mode,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            production_ready=ckpt.production_ready,
+            checkpoint=ckpt.manifest_record(),
+            input=model_input,
+            output=model_output,
+            artifacts=[],
+            skipped_artifacts=[],
+        )
         with BundleWriter(options.out) as writer:
-            self._export(
-                writer, manifest, "model.ts", "torchscript", "export torchscript",
-                lambda path: export_torchscript(model, torch.from_numpy(check_input), path),
-                check_input, reference, {"exporter": "torch.jit.trace"},
-            )
-            self._export(
-                writer, manifest, "model.onnx", "onnxruntime", "export onnx",
-                lambda path: export_onnx(model, torch.from_numpy(check_input), path),
-                check_input, reference, {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET},
-            )
-            self._export(
-                writer, manifest, onnx_fp16.FILE, "onnxruntime", "export onnx fp16 (tensorrt source)",
-                lambda path: onnx_fp16.export_fp16_onnx(state, self.size, torch.from_numpy(check_input), path),
-                check_input, reference,
-                {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET, "role": TENSORRT_SOURCE_ROLE,
-                 "label": onnx_fp16.LABEL, "graph": "fp16 with fp32 islands (pipeline.mixed_precision)"},
-                precision="fp16", tolerance=FP16_EXPORT_TOLERANCE,
-            )
+            for spec in model_exports(model, state, self.size, check_input):
+                self._export(writer, manifest, spec, check_input, reference)
             self._tensorrt(writer, manifest, check_input, reference)
-            manifest["validation"] = (
-                {"status": "pending"} if options.validate else {"status": "skipped", "reason": "--no-validate"}
+            manifest.validation = (
+                Validation(status="pending")
+                if options.validate
+                else Validation(status="skipped", reason="--no-validate")
             )
-            manifest["build"] = {
+            manifest.build = {
                 **build_environment(),
                 "tool_version": serving_version,
                 "stages": [{"name": r.name, "seconds": round(r.seconds, 2)} for r in self.stages.records],
@@ -136,63 +186,65 @@ class Builder:
         return out, manifest
 
     def _tensorrt(self, writer, manifest, check_input, reference) -> None:
-        """The fp16 engine, compiled from the fp16 ONNX graph, when this machine can build one; else one line why not."""
-        from pipeline import tensorrt_engine
+        """The fp16 engine compiled from the fp16 ONNX graph, when this machine can build one; else one line why not."""
+        from pipeline.export import tensorrt_engine
 
         options = self.options
         if options.tensorrt is False and not options.require_tensorrt:
-            manifest["skipped_artifacts"].append({"backend": "tensorrt", "reason": "--no-tensorrt"})
+            manifest.skipped_artifacts.append(SkippedArtifact(backend="tensorrt", reason="--no-tensorrt"))
             return
-        reason = self._tensorrt_unavailable()
+        reason = self._tensorrt_problem()
         if reason:
             self.stages.console.print(f"TensorRT artifact skipped: {reason}", highlight=False)
-            manifest["skipped_artifacts"].append({"backend": "tensorrt", "reason": reason})
+            manifest.skipped_artifacts.append(SkippedArtifact(backend="tensorrt", reason=reason))
             return
         trt_options = tensorrt_engine.with_default_timing_cache(options.tensorrt_options, cache_root())
         file = tensorrt_engine.engine_file(tensorrt_engine.gpu_name(), trt_options.hardware_compatible)
-        self._export(
-            writer, manifest, file, "tensorrt", "build tensorrt fp16",
+        spec = ExportSpec(
+            file,
+            "tensorrt",
+            "build tensorrt fp16",
             lambda path: tensorrt_engine.build(writer.path(onnx_fp16.FILE), self.size, trt_options, path),
-            check_input, reference, {}, precision="fp16", device="cuda",
-            max_batch=trt_options.max_batch, tolerance=FP16_EXPORT_TOLERANCE,
+            precision="fp16",
+            device="cuda",
+            max_batch=trt_options.max_batch,
+            tolerance=FP16_EXPORT_TOLERANCE,
         )
+        self._export(writer, manifest, spec, check_input, reference)
 
-    def _tensorrt_unavailable(self) -> str | None:
+    def _tensorrt_problem(self) -> str | None:
         """Why no engine can be built here (None: it can); a BuildError if one is required."""
-        from pipeline import tensorrt_engine
+        from pipeline.export import tensorrt_engine
 
-        reason = tensorrt_engine.unavailable_reason()
+        reason = tensorrt_engine.builder_problem()
         if reason and self.options.require_tensorrt:
             raise BuildError(f"TensorRT engine required (--require-tensorrt) but {reason}")
         return reason
 
-    def _export(self, writer, manifest, file, backend, title, write, check_input, reference, extra,
-                precision="fp32", device="any", max_batch=ONNX_MAX_BATCH, tolerance=None) -> None:
-        tolerance = self.options.export_tolerance if tolerance is None else tolerance
-        with self.stages.stage(title, long=True) as s:
-            written = write(writer.path(file))
-            fields = {**extra, **written} if isinstance(written, dict) else extra
-            record = writer.artifact(file, backend, precision, device, max_batch=max_batch, **fields)
-            s.detail = f"{file}  {sum(f['bytes'] for f in [record, *record['extra_files']]) / 1e6:.0f} MB"
+    def _export(self, writer: BundleWriter, manifest: Manifest, spec: ExportSpec, check_input, reference) -> None:
+        """Write one artifact, check it against eager, and add it to the manifest (BuildError when off)."""
+        tolerance = self.options.export_tolerance if spec.tolerance is None else spec.tolerance
+        backend = spec.backend
+        with self.stages.stage(spec.title, long=True) as s:
+            measured = spec.write(writer.path(spec.file)) or {}
+            record = writer.artifact(
+                spec.file, backend, spec.precision, spec.device, max_batch=spec.max_batch, **spec.fields, **measured
+            )
+            s.detail = f"{spec.file}  {record.total_bytes / 1e6:.0f} MB"
         with self.stages.stage(f"check {backend}") as s:
             diff = self._check(writer.staging, manifest, record, check_input, reference)
-            record["export_check"] = {
-                "image": samples.CHECK_PHOTO,
-                "max_abs_diff": diff,
-                "tolerance": tolerance,
-            }
+            record.export_check = ExportCheck(image=samples.CHECK_PHOTO, max_abs_diff=diff, tolerance=tolerance)
             s.detail = f"max |diff| vs eager {diff:.2e}"
         if not diff <= tolerance:
             raise BuildError(
                 f"{backend} artifact differs from the eager model by {diff:.3g} "
                 f"(tolerance {tolerance:g}); bundle not written"
             )
-        manifest["artifacts"].append(record)
+        manifest.artifacts.append(record)
 
     @staticmethod
-    def _check(root: Path, manifest, record, check_input, reference) -> float:
+    def _check(root: Path, manifest: Manifest, artifact: Artifact, check_input, reference) -> float:
         """Run the artifact through the serving backend and compare with the eager output."""
-        artifact = Artifact.from_dict(record)
         bundle = Bundle(root=root, manifest=manifest, artifacts=(artifact,))
         try:
             backend = open_backend(bundle, artifact, device="cuda" if artifact.device == "cuda" else "cpu")
@@ -205,5 +257,5 @@ class Builder:
         return float(np.max(np.abs(output - reference)))
 
 
-def build(options: BuildOptions, stages: Stages) -> tuple[Path, dict[str, Any]]:
+def build(options: BuildOptions, stages: Stages) -> tuple[Path, Manifest]:
     return Builder(options, stages).run()

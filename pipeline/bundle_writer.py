@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BuildError
-from serving.bundle import MANIFEST_NAME, sha256_file
-from serving.files import replace_directory, write_json_atomic
+from serving.atomic_files import replace_directory
+from serving.bundle import sha256_file, write_manifest
+from serving.manifest import MANIFEST_NAME, Artifact, FileEntry, Manifest
 
 
-def file_record(path: Path) -> dict[str, Any]:
-    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+def file_entry(path: Path, name: str | None = None) -> FileEntry:
+    """The manifest's entry of a written file (``name``: its path inside the bundle, default its file name)."""
+    return FileEntry(file=name or path.name, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
 class BundleWriter:
@@ -56,22 +58,24 @@ class BundleWriter:
             except OSError:
                 shutil.copy2(path, target)
 
-    def artifact(self, file: str, backend: str, precision: str, device: str, **fields: Any) -> dict[str, Any]:
-        """The manifest entry of a file already written into the staging directory."""
-        main = self.path(file)
+    def artifact(self, file: str, backend: str, precision: str, device: str, **fields: Any) -> Artifact:
+        """The manifest entry of a file already written into the staging directory (side files found by name)."""
         extras = sorted(p for p in self.staging.iterdir() if p.name.startswith(file) and p.name != file)
-        return {
-            **file_record(main),
-            "backend": backend,
-            "precision": precision,
-            "device": device,
-            "extra_files": [file_record(p) for p in extras],
+        return Artifact(
+            **self.file_entry(file).to_json(),
+            backend=backend,
+            precision=precision,
+            device=device,
+            extra_files=[file_entry(p) for p in extras],
             **fields,
-        }
+        )
 
-    def commit(self, manifest: dict[str, Any]) -> Path:
+    def file_entry(self, name: str) -> FileEntry:
+        return file_entry(self.path(name), name)
+
+    def commit(self, manifest: Manifest) -> Path:
         """Write the manifest last, then swap the staging directory into place."""
-        write_json_atomic(self.staging / MANIFEST_NAME, manifest)
+        write_manifest(self.staging, manifest)
         replace_directory(self.staging, self.out)
         self.committed = True
         return self.out

@@ -14,9 +14,7 @@ SOURCE is one of:
 from __future__ import annotations
 
 import hashlib
-import socket
-import urllib.error
-import urllib.request
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,8 +25,8 @@ import yaml
 from pipeline.errors import CheckpointError
 from pipeline.paths import cache_root, transparent_background_home
 from serving.bundle import sha256_file
-from serving.files import atomic_path
-from serving.storage import StorageError, download_cached, parse_gs_uri
+from serving.manifest import CheckpointRecord
+from serving.store.gcs import StorageError, download_cached, parse_gs_uri
 
 MODES = ("fast", "base")
 DOWNLOAD_TIMEOUT_S = 30
@@ -46,18 +44,18 @@ class Checkpoint:
     production_ready: bool
     details: dict[str, Any] = field(default_factory=dict)
 
-    def manifest_record(self) -> dict[str, Any]:
-        record = {
-            "source": self.source,
-            "kind": self.kind,
-            "file": self.path.name,
-            "sha256": self.sha256,
-            "bytes": self.path.stat().st_size,
-            "production_ready": self.production_ready,
+    def manifest_record(self) -> CheckpointRecord:
+        record = CheckpointRecord(
+            source=self.source,
+            kind=self.kind,
+            file=self.path.name,
+            sha256=self.sha256,
+            bytes=self.path.stat().st_size,
+            production_ready=self.production_ready,
             **self.details,
-        }
+        )
         if not self.production_ready:
-            record["warning"] = "synthetic weights: masks are not meaningful; never deploy this bundle"
+            record.warning = "synthetic weights: masks are not meaningful; never deploy this bundle"
         return record
 
 
@@ -108,25 +106,28 @@ def _official(mode: str) -> Checkpoint:
     path = transparent_background_home() / config["ckpt_name"]
     expected_md5 = config.get("md5")
     if not path.is_file() or (expected_md5 and _md5(path) != expected_md5):
-        _download(config["url"], path, expected_md5, mode)
+        _download(config["url"], path, expected_md5, mode)  # transparent-background's cache: Remover finds it too
     details = {"url": config["url"], "md5": expected_md5}
     return Checkpoint("official", "official", path, sha256_file(path), True, details)
 
 
 def _download(url: str, path: Path, expected_md5: str | None, mode: str) -> None:
+    """pooch: a progress bar on a terminal, the md5 checked, the file moved into place only when whole."""
+    import pooch
+    import requests
+
+    pooch.get_logger().setLevel("WARNING")  # its "Downloading..." line: the progress bar (on a terminal) says it
+    downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=DOWNLOAD_TIMEOUT_S)
+    known_hash = f"md5:{expected_md5}" if expected_md5 else None
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_path(path) as tmp:
-            with open(tmp, "wb") as out:
-                while chunk := response.read(1024 * 1024):
-                    out.write(chunk)
-            if expected_md5 and _md5(tmp) != expected_md5:
-                raise CheckpointError(
-                    f"the official {mode} checkpoint downloaded from {url} fails its md5 check; not using it"
-                )
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
+        pooch.retrieve(url, known_hash, fname=path.name, path=path.parent, downloader=downloader)
+    except ValueError as exc:  # pooch: the downloaded file's hash differs (the file is not kept)
         raise CheckpointError(
-            f"cannot download the official {mode} checkpoint from {url} ({reason}); {OFFLINE_HINT}"
+            f"the official {mode} checkpoint downloaded from {url} fails its md5 check; not using it ({exc})"
+        ) from None
+    except (requests.RequestException, OSError) as exc:
+        raise CheckpointError(
+            f"cannot download the official {mode} checkpoint from {url} ({type(exc).__name__}); {OFFLINE_HINT}"
         ) from None
 
 
@@ -179,9 +180,7 @@ def load_state_dict(checkpoint: Checkpoint, expected: dict[str, Any]) -> dict[st
         loaded = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the weights-only unpickler raises arbitrary errors on garbage
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{checkpoint.path} is not a readable PyTorch checkpoint ({first[:200]})"
-        ) from None
+        raise CheckpointError(f"{checkpoint.path} is not a readable PyTorch checkpoint ({first[:200]})") from None
     state = _unwrap(loaded)
     if state is None:
         raise CheckpointError(f"{checkpoint.path} holds a {type(loaded).__name__}, not a state dict")
@@ -211,9 +210,7 @@ def _names(keys: list[str], limit: int = 3) -> str:
 def _check_keys(path: Path, state: dict[str, Any], expected: dict[str, Any]) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k])
-    )
+    wrong_shape = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k]))
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys ({_names(missing)})")

@@ -13,19 +13,16 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
-from pipeline.errors import UserError
 from serving import cli as serving_cli
+from serving.backends import BACKEND_NAMES
+from serving.errors import UserError
 
 MODES = ("fast", "base")
-# pipeline.fp16_emulation.FP16_EXECUTION_CHOICES, kept here so the CLI starts without importing torch.
+# pipeline.export.fp16_emulation.FP16_EXECUTION_CHOICES, kept here so the CLI starts without importing torch.
 FP16_EXECUTION_CHOICES = ("auto", "native", "emulated")
 
 
-# Errors a user can cause: one line on stderr and exit 1, never a traceback.
-user_errors = serving_cli.one_line_errors(UserError)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=serving_cli.OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="inspyrenet")
 def main() -> None:
     """InSPyReNet engines: build verified model bundles and serve them."""
@@ -34,77 +31,168 @@ def main() -> None:
 def tensorrt_options(command):
     """The engine builder's options, shared by ``build`` and ``build-engine``."""
     options = [
-        click.option("--hardware-compatible", is_flag=True,
-                     help="Build the engine for any Ampere-or-newer GPU (slower than one built for the GPU it runs on)."),
-        click.option("--trt-optimization-level", type=click.IntRange(0, 5), default=3, show_default=True,
-                     help="TensorRT builder optimisation level (higher: longer build, maybe faster engine)."),
-        click.option("--trt-workspace-gib", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
-                     help="TensorRT builder workspace limit in GiB."),
-        click.option("--trt-max-batch", type=click.IntRange(1, 16), default=4, show_default=True,
-                     help="Largest batch the TensorRT engine accepts."),
-        click.option("--trt-timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Persisted TensorRT timing cache [default: in the cache dir, per GPU and TensorRT version]."),
+        click.option(
+            "--hardware-compatible",
+            is_flag=True,
+            help="Build the engine for any Ampere-or-newer GPU (slower than one built for the GPU it runs on).",
+        ),
+        click.option(
+            "--trt-optimization-level",
+            type=click.IntRange(0, 5),
+            default=3,
+            show_default=True,
+            help="TensorRT builder optimisation level (higher: longer build, maybe faster engine).",
+        ),
+        click.option(
+            "--trt-workspace-gib",
+            type=click.FloatRange(min=0.25),
+            default=4.0,
+            show_default=True,
+            help="TensorRT builder workspace limit in GiB.",
+        ),
+        click.option(
+            "--trt-max-batch",
+            type=click.IntRange(1, 16),
+            default=4,
+            show_default=True,
+            help="Largest batch the TensorRT engine accepts.",
+        ),
+        click.option(
+            "--trt-timing-cache",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Persisted TensorRT timing cache [default: in the cache dir, per GPU and TensorRT version].",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def engine_options(hardware_compatible: bool, trt_optimization_level: int, trt_workspace_gib: float,
-                   trt_max_batch: int, trt_timing_cache: Path | None):
-    from pipeline.tensorrt_engine import TensorRTOptions
+def engine_options(
+    hardware_compatible: bool,
+    trt_optimization_level: int,
+    trt_workspace_gib: float,
+    trt_max_batch: int,
+    trt_timing_cache: Path | None,
+):
+    from pipeline.export.tensorrt_engine import TensorRTOptions
 
-    return TensorRTOptions(hardware_compatible=hardware_compatible, optimization_level=trt_optimization_level,
-                           workspace_gib=trt_workspace_gib, max_batch=trt_max_batch, timing_cache=trt_timing_cache)
+    return TensorRTOptions(
+        hardware_compatible=hardware_compatible,
+        optimization_level=trt_optimization_level,
+        workspace_gib=trt_workspace_gib,
+        max_batch=trt_max_batch,
+        timing_cache=trt_timing_cache,
+    )
 
 
 @main.command()
-@click.option("--mode", type=click.Choice(MODES), default="fast", show_default=True,
-              help="fast = 384x384 input, base = 1024x1024 (transparent-background's modes).")
-@click.option("--checkpoint", "source", default="official", show_default=True, metavar="SOURCE",
-              help="official | PATH | gs://BUCKET/OBJECT | synthetic[:SEED] (offline, not for production).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Bundle directory to write (replaced atomically).")
-@click.option("--export-tolerance", type=float, default=1e-4, show_default=True,
-              help="Largest max-abs mask difference an fp32 export may show against the eager model.")
-@click.option("--validate/--no-validate", "run_parity", default=True, show_default=True,
-              help="Run the mask-parity validation on the finished bundle.")
-@click.option("--tensorrt/--no-tensorrt", default=None,
-              help="Build the TensorRT fp16 engine [default: when the TensorRT builder and a CUDA GPU are present].")
-@click.option("--require-tensorrt", is_flag=True,
-              help="Fail, instead of skipping, when the TensorRT engine cannot be built here (CI build job).")
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="fast",
+    show_default=True,
+    help="fast = 384x384 input, base = 1024x1024 (transparent-background's modes).",
+)
+@click.option(
+    "--checkpoint",
+    "source",
+    default="official",
+    show_default=True,
+    metavar="SOURCE",
+    help="official | PATH | gs://BUCKET/OBJECT | synthetic[:SEED] (offline, not for production).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Bundle directory to write (replaced atomically).",
+)
+@click.option(
+    "--export-tolerance",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="Largest max-abs mask difference an fp32 export may show against the eager model.",
+)
+@click.option(
+    "--validate/--no-validate",
+    "run_parity",
+    default=True,
+    show_default=True,
+    help="Run the mask-parity validation on the finished bundle.",
+)
+@click.option(
+    "--tensorrt/--no-tensorrt",
+    default=None,
+    help="Build the TensorRT fp16 engine [default: when the TensorRT builder and a CUDA GPU are present].",
+)
+@click.option(
+    "--require-tensorrt",
+    is_flag=True,
+    help="Fail, instead of skipping, when the TensorRT engine cannot be built here (CI build job).",
+)
 @tensorrt_options
-@click.option("--fp16-islands/--no-fp16-islands", default=True, show_default=True,
-              help="In validation, also run the fp16 export graph in PyTorch (the overflow check; informative).")
-@click.option("--fp16-execution", type=click.Choice(FP16_EXECUTION_CHOICES), default="auto", show_default=True,
-              help="How that check runs fp16 on the CPU: native kernels, or emulated (fp32 arithmetic, fp16 "
-                   "storage; as fast as fp32); auto probes whether native fp16 is fast here.")
-@user_errors
-def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity: bool, tensorrt: bool | None,
-          require_tensorrt: bool, hardware_compatible: bool, trt_optimization_level: int,
-          trt_workspace_gib: float, trt_max_batch: int, trt_timing_cache: Path | None, fp16_islands: bool,
-          fp16_execution: str) -> None:
+@click.option(
+    "--fp16-islands/--no-fp16-islands",
+    default=True,
+    show_default=True,
+    help="In validation, also run the fp16 export graph in PyTorch (the overflow check; informative).",
+)
+@click.option(
+    "--fp16-execution",
+    type=click.Choice(FP16_EXECUTION_CHOICES),
+    default="auto",
+    show_default=True,
+    help="How that check runs fp16 on the CPU: native kernels, or emulated (fp32 arithmetic, fp16 "
+    "storage; as fast as fp32); auto probes whether native fp16 is fast here.",
+)
+def build(
+    mode: str,
+    source: str,
+    out: Path,
+    export_tolerance: float,
+    run_parity: bool,
+    tensorrt: bool | None,
+    require_tensorrt: bool,
+    hardware_compatible: bool,
+    trt_optimization_level: int,
+    trt_workspace_gib: float,
+    trt_max_batch: int,
+    trt_timing_cache: Path | None,
+    fp16_islands: bool,
+    fp16_execution: str,
+) -> None:
     """Turn a checkpoint into a verified artifact bundle (TorchScript, ONNX, TensorRT fp16 when possible)."""
     warnings.filterwarnings("ignore", message="Failed to import flet")  # transparent-background's GUI
     from rich.console import Console
 
     from pipeline.build import BuildOptions
     from pipeline.build import build as run_build
+    from pipeline.build_summary import build_summary
     from pipeline.progress import Stages
-    from pipeline.report import build_summary
 
     if tensorrt is False and require_tensorrt:
         raise UserError("--no-tensorrt and --require-tensorrt contradict each other")
     stages = Stages()
-    trt_options = engine_options(hardware_compatible, trt_optimization_level, trt_workspace_gib, trt_max_batch,
-                                 trt_timing_cache)
-    options = BuildOptions(mode=mode, checkpoint=source, out=out, export_tolerance=export_tolerance,
-                           validate=run_parity, tensorrt=tensorrt, require_tensorrt=require_tensorrt,
-                           tensorrt_options=trt_options)
+    trt_options = engine_options(
+        hardware_compatible, trt_optimization_level, trt_workspace_gib, trt_max_batch, trt_timing_cache
+    )
+    options = BuildOptions(
+        mode=mode,
+        checkpoint=source,
+        out=out,
+        export_tolerance=export_tolerance,
+        validate=run_parity,
+        tensorrt=tensorrt,
+        require_tensorrt=require_tensorrt,
+        tensorrt_options=trt_options,
+    )
     bundle_dir, manifest = run_build(options, stages)
     failure = None
     if run_parity:
-        from pipeline.validate import run_validation
+        from pipeline.parity.validate import run_validation
 
         failure = run_validation(bundle_dir, stages, fp16_islands=fp16_islands, fp16_mode=fp16_execution)
     Console().print(build_summary(bundle_dir, manifest, stages))
@@ -115,24 +203,53 @@ def build(mode: str, source: str, out: Path, export_tolerance: float, run_parity
 
 @main.command()
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Directory of images to use instead of the built-in parity set.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where report.json, report.html and images/ go [default BUNDLE_DIR/parity].")
-@click.option("--threshold", "thresholds", multiple=True, metavar="CLASS.REF.FIELD=VALUE",
-              help="Override a limit, e.g. fp32.model.max_abs=0.001 (repeatable).")
-@click.option("--fp16-islands/--no-fp16-islands", default=True, show_default=True,
-              help="Also run the fp16 export graph in PyTorch on CPU (the overflow check; informative).")
-@click.option("--fp16-execution", type=click.Choice(FP16_EXECUTION_CHOICES), default="auto", show_default=True,
-              help="How that check runs fp16: native kernels, or emulated (fp32 arithmetic, fp16 storage); "
-                   "auto probes whether native fp16 is fast here.")
-@user_errors
-def validate(bundle_dir: Path, images_dir: Path | None, report_dir: Path | None, thresholds: tuple[str, ...],
-             fp16_islands: bool, fp16_execution: str) -> None:
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Directory of images to use instead of the built-in parity set.",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where report.json, report.html and images/ go [default BUNDLE_DIR/parity].",
+)
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="CLASS.REF.FIELD=VALUE",
+    help="Override a limit, e.g. fp32.model.max_abs=0.001 (repeatable).",
+)
+@click.option(
+    "--fp16-islands/--no-fp16-islands",
+    default=True,
+    show_default=True,
+    help="Also run the fp16 export graph in PyTorch on CPU (the overflow check; informative).",
+)
+@click.option(
+    "--fp16-execution",
+    type=click.Choice(FP16_EXECUTION_CHOICES),
+    default="auto",
+    show_default=True,
+    help="How that check runs fp16: native kernels, or emulated (fp32 arithmetic, fp16 storage); "
+    "auto probes whether native fp16 is fast here.",
+)
+def validate(
+    bundle_dir: Path,
+    images_dir: Path | None,
+    report_dir: Path | None,
+    thresholds: tuple[str, ...],
+    fp16_islands: bool,
+    fp16_execution: str,
+) -> None:
     """Mask parity of every artifact against the PyTorch model and transparent-background's Remover."""
     warnings.filterwarnings("ignore", message="Failed to import flet")
+    from pipeline.parity.validate import run_validation
     from pipeline.progress import Stages
-    from pipeline.validate import run_validation
 
     failure = run_validation(bundle_dir, Stages(), images_dir, report_dir, thresholds, fp16_islands, fp16_execution)
     if failure:
@@ -142,25 +259,41 @@ def validate(bundle_dir: Path, images_dir: Path | None, report_dir: Path | None,
 
 @main.command("build-engine")
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--require-tensorrt", is_flag=True,
-              help="Fail, instead of skipping, when no engine can be built here (the GPU build job).")
+@click.option(
+    "--require-tensorrt",
+    is_flag=True,
+    help="Fail, instead of skipping, when no engine can be built here (the GPU build job).",
+)
 @tensorrt_options
-@click.option("--validate/--no-validate", "run_parity", default=True, show_default=True,
-              help="Validate the bundle against its stored parity references afterwards.")
-@user_errors
-def build_engine(bundle_dir: Path, require_tensorrt: bool, hardware_compatible: bool, trt_optimization_level: int,
-                 trt_workspace_gib: float, trt_max_batch: int, trt_timing_cache: Path | None, run_parity: bool) -> None:
+@click.option(
+    "--validate/--no-validate",
+    "run_parity",
+    default=True,
+    show_default=True,
+    help="Validate the bundle against its stored parity references afterwards.",
+)
+def build_engine(
+    bundle_dir: Path,
+    require_tensorrt: bool,
+    hardware_compatible: bool,
+    trt_optimization_level: int,
+    trt_workspace_gib: float,
+    trt_max_batch: int,
+    trt_timing_cache: Path | None,
+    run_parity: bool,
+) -> None:
     """Add the TensorRT fp16 engine to a built bundle (GPU step; needs tensorrt-cu12, not torch)."""
-    from pipeline.engine_step import add_engine
+    from pipeline.export.engine_step import add_engine
     from pipeline.progress import Stages
 
     stages = Stages()
-    options = engine_options(hardware_compatible, trt_optimization_level, trt_workspace_gib, trt_max_batch,
-                             trt_timing_cache)
+    options = engine_options(
+        hardware_compatible, trt_optimization_level, trt_workspace_gib, trt_max_batch, trt_timing_cache
+    )
     manifest = add_engine(bundle_dir, options, stages, require=require_tensorrt)
     if manifest is None or not run_parity:
         return
-    from pipeline.validate import run_validation
+    from pipeline.parity.validate import run_validation
 
     failure = run_validation(bundle_dir, stages, fp16_islands=False)
     if failure:
@@ -170,17 +303,16 @@ def build_engine(bundle_dir: Path, require_tensorrt: bool, hardware_compatible: 
 
 @main.command()
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
-@user_errors
 def verify(bundle_dir: Path) -> None:
     """Check a bundle's manifest and every file's sha256 (artifacts and stored parity references)."""
-    from pipeline import parity_references
+    from pipeline.parity import references as parity_references
     from serving.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir, verify=True)
     references = parity_references.verify(bundle)
     for artifact in bundle.artifacts:
         role = "" if artifact.servable else f"  ({artifact.role}, not served)"
-        click.echo(f"ok  {artifact.label:<16} {artifact.precision:<5} {artifact.file}{role}")
+        click.echo(f"ok  {artifact.name:<16} {artifact.precision:<5} {artifact.file}{role}")
     if references:
         click.echo(f"ok  parity references: {references} files")
     if not bundle.production_ready:
@@ -189,33 +321,61 @@ def verify(bundle_dir: Path) -> None:
 
 main.add_command(serving_cli.serve, name="serve")
 main.add_command(serving_cli.batch, name="batch")
+main.add_command(serving_cli.pull, name="pull")
 
 
 @main.command()
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/fast"),
-              show_default=True, help="Bundle to serve.")
-@click.option("--checkpoint", "source", default=None, metavar="SOURCE",
-              help="Checkpoint for the baseline; default: the one the bundle was built from.")
-@click.option("--backend", "backends", type=click.Choice(("onnxruntime", "torchscript", "tensorrt")),
-              multiple=True, default=("onnxruntime",), show_default=True, help="Our backends to measure (repeatable).")
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts/fast"),
+    show_default=True,
+    help="Bundle to serve.",
+)
+@click.option(
+    "--checkpoint",
+    "source",
+    default=None,
+    metavar="SOURCE",
+    help="Checkpoint for the baseline; default: the one the bundle was built from.",
+)
+@click.option(
+    "--backend",
+    "backends",
+    type=click.Choice(BACKEND_NAMES),
+    multiple=True,
+    default=("onnxruntime",),
+    show_default=True,
+    help="Our backends to measure (repeatable).",
+)
 @click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True, help="Runs per measure.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
-              show_default=True, help="Where bench.json, bench.md and bench.png go.")
-@click.option("--baseline/--no-baseline", "with_baseline", default=True, show_default=True,
-              help="Also measure transparent-background's Remover (slow: a minute per cold start).")
-@user_errors
-def bench(artifacts: Path, source: str | None, backends: tuple[str, ...], runs: int, out: Path,
-          with_baseline: bool) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Where bench.json, bench.md and bench.png go.",
+)
+@click.option(
+    "--baseline/--no-baseline",
+    "with_baseline",
+    default=True,
+    show_default=True,
+    help="Also measure transparent-background's Remover (slow: a minute per cold start).",
+)
+def bench(
+    artifacts: Path, source: str | None, backends: tuple[str, ...], runs: int, out: Path, with_baseline: bool
+) -> None:
     """Cold start, latency and throughput: our server against transparent-background's Remover."""
     warnings.filterwarnings("ignore", message="Failed to import flet")
     from rich.console import Console
 
     from pipeline import checkpoint
-    from pipeline.bench import markdown, run_bench
+    from pipeline.bench.serve_bench import markdown, run_bench
     from serving.bundle import load_bundle
 
     manifest = load_bundle(artifacts, verify=False).manifest
-    resolved = checkpoint.resolve(source or manifest["checkpoint"]["source"], manifest["mode"])
+    resolved = checkpoint.resolve(source or manifest.checkpoint.source, manifest.mode)
     console = Console(stderr=True)
     with console.status("starting") as status:
         report = run_bench(artifacts, resolved.path, list(backends), runs, out, status.update, with_baseline)
@@ -225,23 +385,31 @@ def bench(artifacts: Path, source: str | None, backends: tuple[str, ...], runs: 
 
 
 @main.command("load-test")
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/fast"),
-              show_default=True, help="Bundle to serve.")
-@click.option("--backend", type=click.Choice(("onnxruntime", "torchscript", "tensorrt")), default="onnxruntime",
-              show_default=True)
-@click.option("--concurrency", type=click.IntRange(2, 500), default=50, show_default=True,
-              help="Requests released at once.")
-@click.option("--bodies", type=click.IntRange(1, 100), default=10, show_default=True,
-              help="Concurrent large bodies.")
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts/fast"),
+    show_default=True,
+    help="Bundle to serve.",
+)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="onnxruntime", show_default=True)
+@click.option(
+    "--concurrency", type=click.IntRange(2, 500), default=50, show_default=True, help="Requests released at once."
+)
+@click.option("--bodies", type=click.IntRange(1, 100), default=10, show_default=True, help="Concurrent large bodies.")
 @click.option("--body-mb", type=click.IntRange(1, 64), default=29, show_default=True, help="Size of each large body.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
-              show_default=True, help="Where load.json goes.")
-@user_errors
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Where load.json goes.",
+)
 def load_test(artifacts: Path, backend: str, concurrency: int, bodies: int, body_mb: int, out: Path) -> None:
     """Back-pressure and memory under load: a burst of requests, then a burst of large bodies."""
     from rich.console import Console
 
-    from pipeline.load_test import markdown, run_load_test
+    from pipeline.bench.load_test import markdown, run_load_test
     from serving.bundle import load_bundle
 
     load_bundle(artifacts, verify=False)  # a missing or broken bundle is one line, before any server starts
@@ -252,33 +420,55 @@ def load_test(artifacts: Path, backend: str, concurrency: int, bodies: int, body
 
 
 @main.command("batch-bench")
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/fast"),
-              show_default=True, help="Bundle to run.")
-@click.option("--backend", type=click.Choice(("onnxruntime", "torchscript", "tensorrt")), default="onnxruntime",
-              show_default=True)
-@click.option("--images", "count", type=click.IntRange(1, 1000), default=24, show_default=True,
-              help="Images per size.")
-@click.option("--size", "sizes", type=click.Choice(("1mp", "12mp")), multiple=True, default=("1mp",),
-              show_default=True, help="Image size (repeatable).")
-@click.option("--cpu-lanes", "lanes", type=click.IntRange(1, 16), multiple=True, default=(1, 2), show_default=True,
-              help="Batch runs to make, by --cpu-lanes (repeatable).")
-@click.option("--runs", type=click.IntRange(1, 9), default=3, show_default=True,
-              help="Interleaved rounds; medians are compared.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
-              show_default=True, help="Where batch.json goes.")
-@user_errors
-def batch_bench(artifacts: Path, backend: str, count: int, sizes: tuple[str, ...], lanes: tuple[int, ...],
-                runs: int, out: Path) -> None:
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts/fast"),
+    show_default=True,
+    help="Bundle to run.",
+)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="onnxruntime", show_default=True)
+@click.option("--images", "count", type=click.IntRange(1, 1000), default=24, show_default=True, help="Images per size.")
+@click.option(
+    "--size",
+    "sizes",
+    type=click.Choice(("1mp", "12mp")),
+    multiple=True,
+    default=("1mp",),
+    show_default=True,
+    help="Image size (repeatable).",
+)
+@click.option(
+    "--cpu-lanes",
+    "lanes",
+    type=click.IntRange(1, 16),
+    multiple=True,
+    default=(1, 2),
+    show_default=True,
+    help="Batch runs to make, by --cpu-lanes (repeatable).",
+)
+@click.option(
+    "--runs", type=click.IntRange(1, 9), default=3, show_default=True, help="Interleaved rounds; medians are compared."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Where batch.json goes.",
+)
+def batch_bench(
+    artifacts: Path, backend: str, count: int, sizes: tuple[str, ...], lanes: tuple[int, ...], runs: int, out: Path
+) -> None:
     """Throughput of `batch` against the same images sent one by one to `serve`, in one run."""
     from rich.console import Console
 
-    from pipeline.batch_bench import BATCH_BENCH_FILE, markdown, run_batch_bench
+    from pipeline.bench.batch_bench import BATCH_BENCH_FILE, markdown, run_batch_bench
     from serving.bundle import load_bundle
 
     load_bundle(artifacts, verify=False)
     with Console(stderr=True).status("starting") as status:
-        report = run_batch_bench(artifacts, backend, count, list(sizes), list(lanes), runs, out,
-                                 status.update)
+        report = run_batch_bench(artifacts, backend, count, list(sizes), list(lanes), runs, out, status.update)
     click.echo(markdown(report))
     click.echo(f"written: {out / BATCH_BENCH_FILE}")
 
@@ -286,10 +476,9 @@ def batch_bench(artifacts: Path, backend: str, count: int, sizes: tuple[str, ...
 @main.command()
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("destination", metavar="gs://BUCKET/PREFIX")
-@user_errors
 def publish(bundle_dir: Path, destination: str) -> None:
     """Upload a bundle to Cloud Storage under a version key; move PREFIX/latest to it."""
-    from serving.store import publish as publish_bundle
+    from serving.store.bundles import publish as publish_bundle
 
     version, uploaded = publish_bundle(bundle_dir, destination, progress=lambda m: click.echo(m, err=True))
     click.echo(f"{'published' if uploaded else 'already published'}: {version}")
@@ -301,28 +490,15 @@ NOT_PUBLISHED = 3
 @main.command()
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("destination", metavar="gs://BUCKET/PREFIX")
-@user_errors
 def published(bundle_dir: Path, destination: str) -> None:
     """Exit 0 if DESTINATION already holds BUNDLE_DIR's version (any content), 3 if not, 1 on an error."""
-    from serving.store import published_version
+    from serving.store.bundles import published_version
 
     version = published_version(bundle_dir, destination)
     if version is None:
         click.echo(f"not published under {destination}")
         sys.exit(NOT_PUBLISHED)
     click.echo(f"published: {version}")
-
-
-@main.command()
-@click.argument("source", metavar="gs://BUCKET/PREFIX[/VERSION|/latest]")
-@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
-@user_errors
-def pull(source: str, target: Path) -> None:
-    """Download a published bundle, verify every sha256, then move it into TARGET."""
-    from serving.store import pull as pull_bundle
-
-    pull_bundle(source, target, progress=lambda m: click.echo(m, err=True))
-    click.echo(f"pulled and verified: {target}")
 
 
 if __name__ == "__main__":

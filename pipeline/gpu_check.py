@@ -7,7 +7,7 @@ after every stage (so a run killed half-way still leaves every figure it got):
   (1024x1024 for base): the references and the latency;
 - ``fp16_islands``: the fp16-with-fp32-islands graph (what TensorRT builds) in
   PyTorch: the overflow question, with latencies (on a CPU it runs emulated
-  unless native fp16 is fast there: pipeline.fp16_emulation);
+  unless native fp16 is fast there: pipeline.export.fp16_emulation);
 - ``torchscript``: trace, save, load time, latency, parity vs eager;
 - ``tensorrt``: the fp16 graph exported to ONNX, compiled by TensorRT's builder
   in a child process with its own time budget (``--engine-budget``), then the
@@ -29,8 +29,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,32 +52,37 @@ def median_ms(run: Callable[[], Any], sync: Callable[[], None], repeats: int) ->
 
 
 def parity(outputs: list[np.ndarray], references: list[np.ndarray], limits) -> dict[str, Any]:
-    from pipeline.parity import failures, mask_metrics
+    from pipeline.parity.check import failures, mask_metrics
 
     per_image = [mask_metrics(o, r) for o, r in zip(outputs, references)]
-    worst = {name: (min if name == "iou" else max)(m[name] for m in per_image)
-             for name in ("mean_abs", "p999_abs", "max_abs", "iou", "off_share", "nonfinite")}
+    worst = {
+        name: (min if name == "iou" else max)(m[name] for m in per_image)
+        for name in ("mean_abs", "p999_abs", "max_abs", "iou", "off_share", "nonfinite")
+    }
     problems = sorted({p for m in per_image for p in failures(m, limits)})
     return {"worst": worst, "passed": not problems, "failures": problems}
 
 
 def write_summary(summary: dict[str, Any], out: Path | None) -> None:
     if out is not None:
-        from serving.files import write_json_atomic
+        from serving.atomic_files import write_json_atomic
 
         write_json_atomic(out, summary)
 
 
-def run_stages(stages: list[tuple[str, Callable[[], dict[str, Any]]]], summary: dict[str, Any],
-               out: Path | None) -> dict[str, Any]:
+def run_stages(
+    stages: list[tuple[str, Callable[[], dict[str, Any]]]], summary: dict[str, Any], out: Path | None
+) -> dict[str, Any]:
     """Run each stage, catching its error into the summary, which is written after every stage."""
     for name, stage in stages:
         start = time.perf_counter()
         try:
             result = stage()
         except Exception as exc:  # a failed stage must not lose the others' figures
-            result = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                      "traceback": traceback.format_exc(limit=4).splitlines()[-6:]}
+            result = {
+                "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                "traceback": traceback.format_exc(limit=4).splitlines()[-6:],
+            }
         summary[name] = {**result, "stage_s": round(time.perf_counter() - start, 2)}
         write_summary(summary, out)
     return summary
@@ -85,14 +91,22 @@ def run_stages(stages: list[tuple[str, Callable[[], dict[str, Any]]]], summary: 
 class Check:
     """The state the stages share: model weights, inputs, references."""
 
-    def __init__(self, mode: str, checkpoint: str, device: str, images: int | None, repeats: int, fp16_mode: str,
-                 engine_budget: float):
+    def __init__(
+        self,
+        mode: str,
+        checkpoint: str,
+        device: str,
+        images: int | None,
+        repeats: int,
+        fp16_mode: str,
+        engine_budget: float,
+    ):
         import torch
 
         from pipeline import checkpoint as checkpoints
-        from pipeline import parity_images
-        from pipeline.model import expected_keys
-        from serving.image import decode_image, preprocess
+        from pipeline.export.model import expected_keys
+        from pipeline.parity import images as parity_images
+        from serving.imaging.contract import decode_image, preprocess
 
         self.torch, self.device, self.repeats = torch, device, repeats
         self.fp16_mode, self.engine_budget = fp16_mode, engine_budget
@@ -109,16 +123,24 @@ class Check:
 
     def header(self) -> dict[str, Any]:
         torch = self.torch
-        info = {"device": self.device, "torch": torch.__version__, "size": list(self.size),
-                "checkpoint": self.ckpt.source, "production_weights": self.ckpt.production_ready,
-                "images": self.names}
+        info = {
+            "device": self.device,
+            "torch": torch.__version__,
+            "size": list(self.size),
+            "checkpoint": self.ckpt.source,
+            "production_weights": self.ckpt.production_ready,
+            "images": self.names,
+        }
         if self.device == "cuda":
-            info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
-                        compute_capability="%d.%d" % torch.cuda.get_device_capability(0))
+            info.update(
+                gpu=torch.cuda.get_device_name(0),
+                cuda=torch.version.cuda,
+                compute_capability="{}.{}".format(*torch.cuda.get_device_capability(0)),
+            )
         return info
 
     def fp32_eager(self) -> dict[str, Any]:
-        from pipeline.model import export_model
+        from pipeline.export.model import export_model
 
         self.eager = export_model(self.state, self.size).to(self.device)
         with self.torch.no_grad():
@@ -126,9 +148,9 @@ class Check:
             return {"latency_ms": median_ms(lambda: self.eager(self.tensors[0]), self.sync, self.repeats)}
 
     def fp16_islands(self) -> dict[str, Any]:
-        from pipeline.fp16_emulation import fp16_context, fp16_execution
-        from pipeline.mixed_precision import mixed_precision_model
-        from pipeline.parity import DEFAULT_LIMITS
+        from pipeline.export.fp16_emulation import fp16_context, fp16_execution
+        from pipeline.export.mixed_precision import mixed_precision_model
+        from pipeline.parity.check import DEFAULT_LIMITS
 
         mixed = mixed_precision_model(self.state, self.size).to(self.device)
         how = fp16_execution(self.device, self.fp16_mode)
@@ -138,11 +160,14 @@ class Check:
                 return mixed(tensor)
 
         outputs = [run(t).float().cpu().numpy()[0, 0] for t in self.tensors]
-        return {"execution": how.as_dict(), "latency_ms": median_ms(lambda: run(self.tensors[0]), self.sync, self.repeats),
-                **parity(outputs, self.references, DEFAULT_LIMITS["fp16"]["model"])}
+        return {
+            "execution": how.as_dict(),
+            "latency_ms": median_ms(lambda: run(self.tensors[0]), self.sync, self.repeats),
+            **parity(outputs, self.references, DEFAULT_LIMITS["fp16"]["model"]),
+        }
 
     def torchscript(self) -> dict[str, Any]:
-        from pipeline.parity import DEFAULT_LIMITS
+        from pipeline.parity.check import DEFAULT_LIMITS
 
         torch = self.torch
         with tempfile.TemporaryDirectory() as work, torch.no_grad():
@@ -154,19 +179,22 @@ class Check:
             loaded = torch.jit.load(str(path), map_location=self.device)
             load_s = time.perf_counter() - start
             outputs = [loaded(t).float().cpu().numpy()[0, 0] for t in self.tensors]
-            return {"trace_and_save_s": round(traced_s, 2), "load_s": round(load_s, 2),
-                    "latency_ms": median_ms(lambda: loaded(self.tensors[0]), self.sync, self.repeats),
-                    **parity(outputs, self.references, DEFAULT_LIMITS["fp32"]["model"])}
+            return {
+                "trace_and_save_s": round(traced_s, 2),
+                "load_s": round(load_s, 2),
+                "latency_ms": median_ms(lambda: loaded(self.tensors[0]), self.sync, self.repeats),
+                **parity(outputs, self.references, DEFAULT_LIMITS["fp32"]["model"]),
+            }
 
     def tensorrt(self) -> dict[str, Any]:
-        from pipeline.tensorrt_engine import unavailable_reason
+        from pipeline.export.tensorrt_engine import builder_problem
 
         if self.device != "cuda":
             return {"skipped": "TensorRT needs a CUDA device"}
-        reason = unavailable_reason()
+        reason = builder_problem()
         if reason:
             return {"skipped": reason}
-        from pipeline.onnx_fp16 import FILE, export_fp16_onnx
+        from pipeline.export.onnx_fp16 import FILE, export_fp16_onnx
 
         with tempfile.TemporaryDirectory() as work:
             work_dir = Path(work)
@@ -175,11 +203,24 @@ class Check:
             export_s = time.perf_counter() - start
             np.savez(work_dir / "cases.npz", inputs=np.concatenate(self.inputs), references=np.stack(self.references))
             try:
-                subprocess.run([sys.executable, "-m", "pipeline.gpu_check", "--engine-stage", str(work_dir),
-                                "--repeats", str(self.repeats)], timeout=self.engine_budget, check=False)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pipeline.gpu_check",
+                        "--engine-stage",
+                        str(work_dir),
+                        "--repeats",
+                        str(self.repeats),
+                    ],
+                    timeout=self.engine_budget,
+                    check=False,
+                )
             except subprocess.TimeoutExpired:
-                return {"onnx_export_s": round(export_s, 1),
-                        "error": f"engine build and check exceeded their budget of {self.engine_budget:.0f} s"}
+                return {
+                    "onnx_export_s": round(export_s, 1),
+                    "error": f"engine build and check exceeded their budget of {self.engine_budget:.0f} s",
+                }
             result_path = work_dir / "engine.json"
             if not result_path.is_file():
                 return {"onnx_export_s": round(export_s, 1), "error": "the engine stage died without a result"}
@@ -188,8 +229,8 @@ class Check:
 
 def engine_stage(work_dir: Path, repeats: int) -> dict[str, Any]:
     """Child process: build the engine from work_dir's ONNX graph, check it through the serving backend."""
-    from pipeline.onnx_fp16 import FILE
-    from pipeline.tensorrt_engine import TensorRTOptions, build
+    from pipeline.export.onnx_fp16 import FILE
+    from pipeline.export.tensorrt_engine import TensorRTOptions, build
 
     result: dict[str, Any] = {}
 
@@ -207,8 +248,12 @@ def engine_stage(work_dir: Path, repeats: int) -> dict[str, Any]:
         result["error"] = f"engine build failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         save()
         return result
-    result.update(build_s=round(time.perf_counter() - start, 1), engine_mb=round(path.stat().st_size / 1e6, 1),
-                  precision_check=fields["precision_check"], target=fields["target"])
+    result.update(
+        build_s=round(time.perf_counter() - start, 1),
+        engine_mb=round(path.stat().st_size / 1e6, 1),
+        precision_check=fields["precision_check"],
+        target=fields["target"],
+    )
     save()
     try:
         check_engine(work_dir, path, fields, inputs, references, size, repeats, result, save)
@@ -222,12 +267,20 @@ def check_engine(work_dir, path, fields, inputs, references, size, repeats, resu
     """Load the engine through the serving backend: load time, latency, parity, graph replay vs plain."""
     import os
 
-    from pipeline.parity import DEFAULT_LIMITS
+    from pipeline.parity.check import DEFAULT_LIMITS
     from serving.backends.tensorrt import TensorRTBackend
     from serving.bundle import Artifact, Bundle
 
-    record = {"file": path.name, "sha256": "", "bytes": path.stat().st_size, "backend": "tensorrt",
-              "precision": "fp16", "device": "cuda", "max_batch": ENGINE_MAX_BATCH, **fields}
+    record = {
+        "file": path.name,
+        "sha256": "",
+        "bytes": path.stat().st_size,
+        "backend": "tensorrt",
+        "precision": "fp16",
+        "device": "cuda",
+        "max_batch": ENGINE_MAX_BATCH,
+        **fields,
+    }
     artifact = Artifact.from_dict(record)
     bundle = Bundle(root=work_dir, manifest={"input": {"shape": ["N", 3, *size]}}, artifacts=(artifact,))
     start = time.perf_counter()
@@ -245,7 +298,9 @@ def check_engine(work_dir, path, fields, inputs, references, size, repeats, resu
     plain = [plain_backend.infer(np.repeat(inputs[:1], n, axis=0)) for n in REPLAY_BATCHES]
     plain_backend.close()
     result["graph_replay_vs_plain_max_abs"] = {
-        f"step{i}_batch{n}": float(np.abs(r - p).max()) for i, (n, r, p) in enumerate(zip(REPLAY_BATCHES, replayed, plain))}
+        f"step{i}_batch{n}": float(np.abs(r - p).max())
+        for i, (n, r, p) in enumerate(zip(REPLAY_BATCHES, replayed, plain))
+    }
     save()
 
 
@@ -256,10 +311,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--images", type=int, default=None, help="use only the first N parity images")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--fp16-execution", default="auto", choices=("auto", "native", "emulated"),
-                        help="on a CPU: native fp16 kernels or emulation (fp32 arithmetic, fp16 storage)")
-    parser.add_argument("--engine-budget", type=float, default=240.0,
-                        help="seconds for the TensorRT stage (build and check) before it is stopped")
+    parser.add_argument(
+        "--fp16-execution",
+        default="auto",
+        choices=("auto", "native", "emulated"),
+        help="on a CPU: native fp16 kernels or emulation (fp32 arithmetic, fp16 storage)",
+    )
+    parser.add_argument(
+        "--engine-budget",
+        type=float,
+        default=240.0,
+        help="seconds for the TensorRT stage (build and check) before it is stopped",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the summary here, after every stage")
     parser.add_argument("--engine-stage", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -272,12 +335,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": "no CUDA device visible to PyTorch"}))
         return 2
     start = time.perf_counter()
-    check = Check(args.mode, args.checkpoint, args.device, args.images, args.repeats, args.fp16_execution,
-                  args.engine_budget)
+    check = Check(
+        args.mode, args.checkpoint, args.device, args.images, args.repeats, args.fp16_execution, args.engine_budget
+    )
     summary: dict[str, Any] = {"mode": args.mode, **check.header()}
     write_summary(summary, args.out)
-    run_stages([("fp32_eager", check.fp32_eager), ("fp16_islands", check.fp16_islands),
-                ("torchscript", check.torchscript), ("tensorrt", check.tensorrt)], summary, args.out)
+    run_stages(
+        [
+            ("fp32_eager", check.fp32_eager),
+            ("fp16_islands", check.fp16_islands),
+            ("torchscript", check.torchscript),
+            ("tensorrt", check.tensorrt),
+        ],
+        summary,
+        args.out,
+    )
     summary["total_s"] = round(time.perf_counter() - start, 1)
     write_summary(summary, args.out)
     print(json.dumps(summary, indent=2, default=str))

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from pipeline import samples
-from pipeline.model import build_network
-from serving.files import atomic_path
-from serving.image import preprocess
+from pipeline.export.model import build_network
+from serving.atomic_files import atomic_path
+from serving.imaging.contract import preprocess
 
 CALIBRATION_SIZE = (384, 384)
 DEFAULT_SEED = 0

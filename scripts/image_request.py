@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline.samples import photo
 from serving.backends import open_backend
 from serving.bundle import load_bundle
-from serving.image import mask_to_uint8, preprocess, upsample_mask
+from serving.imaging.contract import mask_to_uint8, preprocess, upsample_mask
 
 TOLERANCE = 2  # of 255: the image may run another ONNX Runtime build (CUDA, or another CPU kernel)
 
@@ -39,20 +39,32 @@ def main(url: str, bundle_dir: str) -> int:
     img = photo("chelsea")
     body = io.BytesIO()
     img.save(body, format="PNG")
-    request = urllib.request.Request(f"{url}/v1/remove-background?output=mask", data=body.getvalue(),
-                                     headers={"Content-Type": "image/png"}, method="POST")
+    request = urllib.request.Request(
+        f"{url}/v1/remove-background?output=mask",
+        data=body.getvalue(),
+        headers={"Content-Type": "image/png"},
+        method="POST",
+    )
     start = time.perf_counter()
     with urllib.request.urlopen(request, timeout=120) as response:
         answer, status, headers = response.read(), response.status, response.headers
     seconds = time.perf_counter() - start
     served = np.asarray(Image.open(io.BytesIO(answer)))
-    result = {"status": status, "seconds": round(seconds, 3), "backend": headers.get("X-Backend"),
-              "content_type": headers.get("Content-Type"), "shape": list(served.shape)}
+    result = {
+        "status": status,
+        "seconds": round(seconds, 3),
+        "backend": headers.get("X-Backend"),
+        "content_type": headers.get("Content-Type"),
+        "shape": list(served.shape),
+    }
     ok = status == 200 and served.shape == (img.height, img.width)
     if ok:
         diff = np.abs(served.astype(np.int16) - expected_mask(bundle_dir, img).astype(np.int16))
-        result.update(max_diff=int(diff.max()), mean_diff=round(float(diff.mean()), 4),
-                      foreground_share=round(float((served > 127).mean()), 4))
+        result.update(
+            max_diff=int(diff.max()),
+            mean_diff=round(float(diff.mean()), 4),
+            foreground_share=round(float((served > 127).mean()), 4),
+        )
         ok = result["max_diff"] <= TOLERANCE
     result["ok"] = bool(ok)
     print(json.dumps(result))

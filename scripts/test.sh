@@ -12,9 +12,9 @@ VENV="${VENV:-.venv}"
     -c constraints/serve.txt -c constraints/cuda12.txt torch==2.14.1 torchvision==0.29.1 -e '.[build,dev]'
 
 # Which kernels this CPU gives torch: without native fp16 (AVX512 alone), the fp16
-# check runs emulated (pipeline/fp16_emulation.py) so the suite's time does not depend on it.
+# check runs emulated (pipeline/export/fp16_emulation.py) so the suite's time does not depend on it.
 "$VENV/bin/python" -c 'import torch
-from pipeline.fp16_emulation import cpu_model, native_fp16_slowdown
+from pipeline.export.fp16_emulation import cpu_model, native_fp16_slowdown
 print(f"cpu: {cpu_model()}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}; "
       f"native fp16 conv {native_fp16_slowdown():.1f}x the time of fp32")'
 

@@ -1,7 +1,9 @@
 """``inspyrenet-serve``: the serving image's own command. It never imports ``pipeline``.
 
-    inspyrenet-serve run [OPTIONS]            serve a bundle (``inspyrenet serve`` is the same command)
+    inspyrenet-serve serve [OPTIONS]          serve a bundle (also ``run``; ``inspyrenet serve`` is the same command)
     inspyrenet-serve verify [DIR] [--prune]   check a bundle as this install will serve it
+    inspyrenet-serve pull gs://... DIR        download a published bundle and verify it (``inspyrenet pull``)
+    inspyrenet-serve batch SRC DST            cut out a folder or bucket of images (``inspyrenet batch``)
 
 ``verify`` is what the image build runs on the baked bundle: every artifact
 this install can serve must be present with its manifest's sha256; with
@@ -13,114 +15,179 @@ TensorRT runtime) are deleted. The image then starts with
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import click
 
-from serving.backends import BackendUnavailable
-from serving.batch import BatchError
-from serving.bundle import BundleError, load_bundle
-from serving.loading import ServeError
-from serving.selection import prepare_for_install
-from serving.params import FORMAT_ALIASES, FORMATS, OUTPUTS
-from serving.settings import BACKEND_CHOICES, Settings, SettingsError
-from serving.storage import StorageError
-
-SERVE_ERRORS = (BundleError, StorageError, ServeError, SettingsError, BackendUnavailable, BatchError)
+from serving.backends.selection import prepare_for_install
+from serving.bundle import load_bundle
+from serving.errors import UserError
+from serving.http.params import FORMAT_ALIASES, FORMATS, OUTPUTS
+from serving.http.settings import BACKEND_CHOICES, Settings
 
 
-def one_line_errors(*extra: type[Exception]):
-    """Report errors a user can cause (these and ``extra``) as one line on stderr and exit 1."""
+class OneLineError(click.ClickException):
+    """A user error as click reports it: ``error: MESSAGE`` on stderr, exit 1 (130 when interrupted)."""
 
-    def decorate(command):
-        @functools.wraps(command)
-        def wrapper(*args, **kwargs):
-            try:
-                return command(*args, **kwargs)
-            except (*SERVE_ERRORS, *extra) as exc:
-                click.echo(f"error: {exc}", err=True)
-                sys.exit(1)
-            except KeyboardInterrupt:
-                click.echo("interrupted", err=True)
-                sys.exit(130)
-
-        return wrapper
-
-    return decorate
+    def show(self, file=None) -> None:
+        click.echo(self.message if isinstance(self, Interrupted) else f"error: {self.message}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Interrupted(OneLineError):
+    exit_code = 130
+
+
+class OneLineErrors(click.Group):
+    """A command group that reports every ``UserError`` of its commands as one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise OneLineError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Serve InSPyReNet bundles (the serving image's entrypoint; no torch, no build tools)."""
 
 
 @main.command("run")
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
-              help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].")
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKEND_CHOICES),
+    default=None,
+    help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].",
+)
 @click.option("--port", type=int, default=None, help="[env PORT, default 8080]")
 @click.option("--host", default=None, help="0.0.0.0, 127.0.0.1 or :: [env INSPYRENET_HOST, default 0.0.0.0]")
-@click.option("--workers", type=int, default=None, help="Inference worker processes [env INSPYRENET_WORKERS, default 1].")
+@click.option(
+    "--workers", type=int, default=None, help="Inference worker processes [env INSPYRENET_WORKERS, default 1]."
+)
 @click.option("--max-batch-size", type=int, default=None, help="[env INSPYRENET_MAX_BATCH_SIZE, default 1]")
-@one_line_errors()
 def serve(artifacts, backend, port, host, workers, max_batch_size) -> None:
     """Serve a bundle over HTTP with LitServe (healthy only once warm)."""
-    from serving.server import run
+    from serving.http.server import run
 
     settings = Settings.from_env(
-        artifacts=artifacts, backend=backend, port=port, host=host, workers=workers, max_batch_size=max_batch_size,
+        artifacts=artifacts,
+        backend=backend,
+        port=port,
+        host=host,
+        workers=workers,
+        max_batch_size=max_batch_size,
     )
     run(settings)
 
 
+main.add_command(serve, name="serve")
+
+
 @main.command()
 @click.argument("bundle_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--prune", is_flag=True,
-              help="Delete the files of artifacts this install can never serve (the image build does).")
-@one_line_errors()
+@click.option(
+    "--prune", is_flag=True, help="Delete the files of artifacts this install can never serve (the image build does)."
+)
 def verify(bundle_dir: Path | None, prune: bool) -> None:
     """Check BUNDLE_DIR [env INSPYRENET_ARTIFACTS] as this install will serve it."""
     root = bundle_dir or Settings.from_env().artifacts
     bundle = load_bundle(root, verify=False)
     served, left_out = prepare_for_install(bundle, prune=prune)
     for artifact in served:
-        click.echo(f"ok    {artifact.label:<16} {artifact.precision:<5} {artifact.file}")
+        click.echo(f"ok    {artifact.name:<16} {artifact.precision:<5} {artifact.file}")
     for artifact, reason in left_out:
-        click.echo(f"skip  {artifact.label:<16} {artifact.precision:<5} {artifact.file}: {reason}")
+        click.echo(f"skip  {artifact.name:<16} {artifact.precision:<5} {artifact.file}: {reason}")
 
 
 @main.command()
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
-              help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].")
-@click.option("--output", type=click.Choice(OUTPUTS), default="rgba", show_default=True,
-              help="rgba = cutout, mask = the alpha alone, rgb = on --bg-color.")
-@click.option("--format", "fmt", type=click.Choice((*FORMATS, *FORMAT_ALIASES), case_sensitive=False),
-              default="png", show_default=True, help="Output format (and extension).")
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKEND_CHOICES),
+    default=None,
+    help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].",
+)
+@click.option(
+    "--output",
+    type=click.Choice(OUTPUTS),
+    default="rgba",
+    show_default=True,
+    help="rgba = cutout, mask = the alpha alone, rgb = on --bg-color.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice((*FORMATS, *FORMAT_ALIASES), case_sensitive=False),
+    default="png",
+    show_default=True,
+    help="Output format (and extension).",
+)
 @click.option("--bg-color", default=None, help="Background of output=rgb, e.g. #ffffff.")
 @click.option("--threshold", default=None, help="Hard mask: alpha = mask > THRESHOLD (0..1).")
 @click.option("--reverse", is_flag=True, help="Keep the background instead of the subject.")
 @click.option("--max-size", default=None, help="Scale outputs down so the long side fits.")
 @click.option("--refine", is_flag=True, help="Estimate the subject's colours at soft edges.")
 @click.option("--quality", default=None, help="WebP (lossy) or JPEG quality 1..100.")
-@click.option("--shard", default=None, metavar="I/N",
-              help="This task's share [default: CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT, else 0/1].")
-@click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Threads reading/decoding and encoding/writing [default: CPU count, at most 8].")
-@click.option("--batch-size", type=click.IntRange(1, 64), default=None,
-              help="Images per inference, at most the artifact's [default: its max on a GPU, 1 on the CPU].")
-@click.option("--cpu-lanes", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="On the CPU: images in inference at once, each on its share of the cores. Faster than 1, but "
-                   "masks then differ from the API's by up to 4e-5 (one alpha level at a few pixels).")
-@one_line_errors()
-def batch(source, destination, artifacts, backend, output, fmt, bg_color, threshold, reverse, max_size, refine,
-          quality, shard, workers, batch_size, cpu_lanes) -> None:
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="This task's share [default: CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT, else 0/1].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Threads reading/decoding and encoding/writing [default: CPU count, at most 8].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Images per inference, at most the artifact's [default: its max on a GPU, 1 on the CPU].",
+)
+@click.option(
+    "--cpu-lanes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="On the CPU: images in inference at once, each on its share of the cores. Faster than 1, but "
+    "masks then differ from the API's by up to 4e-5 (one alpha level at a few pixels).",
+)
+def batch(
+    source,
+    destination,
+    artifacts,
+    backend,
+    output,
+    fmt,
+    bg_color,
+    threshold,
+    reverse,
+    max_size,
+    refine,
+    quality,
+    shard,
+    workers,
+    batch_size,
+    cpu_lanes,
+) -> None:
     """Cut out every image under SRC into DST (local folders or gs://BUCKET/PREFIX); resumable, sharded.
 
     Outputs keep their relative paths with the format's extension; a rerun skips
@@ -130,17 +197,22 @@ def batch(source, destination, artifacts, backend, output, fmt, bg_color, thresh
     import json
 
     from serving import logs
-    from serving.batch.listing import ShardError, parse_shard, shard_from_env
+    from serving.batch.listing import parse_shard, shard_from_env
     from serving.batch.run import BatchOptions, run_batch
-    from serving.params import ParamError, parse_params
+    from serving.http.params import parse_params
 
-    raw = {"output": output, "format": fmt, "bg_color": bg_color, "threshold": threshold, "reverse": reverse,
-           "max_size": max_size, "refine": refine, "quality": quality}
-    try:
-        params = parse_params(raw)
-        task = parse_shard(shard) if shard is not None else shard_from_env()
-    except (ParamError, ShardError) as exc:
-        raise BatchError(str(exc)) from None
+    raw = {
+        "output": output,
+        "format": fmt,
+        "bg_color": bg_color,
+        "threshold": threshold,
+        "reverse": reverse,
+        "max_size": max_size,
+        "refine": refine,
+        "quality": quality,
+    }
+    params = parse_params(raw)
+    task = parse_shard(shard) if shard is not None else shard_from_env()
     settings = Settings.from_env(artifacts=artifacts, backend=backend)
     options = BatchOptions(source, destination, params, task, workers or 0, batch_size or 0, cpu_lanes)
     # stdout carries the summary alone: our log lines, and what libraries print (onnxruntime-gpu prints
@@ -150,6 +222,17 @@ def batch(source, destination, artifacts, backend, output, fmt, bg_color, thresh
         summary, where = run_batch(settings, options)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"summary: {where}", err=True)
+
+
+@main.command()
+@click.argument("source", metavar="gs://BUCKET/PREFIX[/VERSION|/latest]")
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+def pull(source: str, target: Path) -> None:
+    """Download a published bundle, verify every sha256, then move it into TARGET."""
+    from serving.store.bundles import pull as pull_bundle
+
+    pull_bundle(source, target, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"pulled and verified: {target}")
 
 
 if __name__ == "__main__":

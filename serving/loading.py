@@ -10,19 +10,20 @@ size a caller will use), falling back to the next one with the reason logged.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from serving.backends import Backend, BackendUnavailable, cannot_run, import_runtime, open_backend
+from serving.backends import Backend, BackendUnavailable, import_runtime, open_backend, run_problem
+from serving.backends.selection import candidates, missing_files
 from serving.bundle import BundleError, load_bundle
+from serving.errors import UserError
+from serving.http.settings import Settings
 from serving.logs import log
-from serving.selection import candidates, missing_files
-from serving.settings import Settings
 
 
-class ServeError(Exception):
+class ServeError(UserError):
     """The bundle cannot be served here; the message is one line."""
 
 
@@ -37,20 +38,27 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
     start = time.perf_counter()
     bundle = load_bundle(settings.artifacts, verify=False)
     ordered, skipped = candidates(bundle, settings.backend)
-    for reason in skipped:
-        log("artifact skipped", severity="WARNING", reason=reason)
+    for skip in skipped:
+        log("artifact skipped", severity="WARNING", reason=skip)
     log("startup phase", phase="manifest", seconds=round(time.perf_counter() - start, 3), process="main")
-    usable, verified, reasons = [], set(), list(skipped)
+    usable: list[str] = []
+    verified: set[str] = set()
+    reasons = list(skipped)
     for artifact in ordered:
         missing = missing_files(bundle, artifact)
-        reason = f"not in the bundle directory: {', '.join(missing)}" if missing else cannot_run(artifact)
+        reason: str | None = f"not in the bundle directory: {', '.join(missing)}" if missing else run_problem(artifact)
         if reason is None and not verified and settings.verify:
             start = time.perf_counter()
             try:
                 bundle.verify(artifact)
                 verified.add(artifact.backend)
-                log("startup phase", phase="verify", seconds=round(time.perf_counter() - start, 3),
-                    process="main", backend=artifact.backend)
+                log(
+                    "startup phase",
+                    phase="verify",
+                    seconds=round(time.perf_counter() - start, 3),
+                    process="main",
+                    backend=artifact.backend,
+                )
             except BundleError as exc:
                 reason = str(exc)
         if reason is None:
@@ -63,9 +71,14 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
     return usable, verified
 
 
-def load_warm_backend(settings: Settings, backends: list[str], verified: set[str],
-                      warm_sizes: Callable[[Backend], tuple[int, ...]],
-                      phases: dict[str, float], threads: int | None = None) -> tuple[Backend, str]:
+def load_warm_backend(
+    settings: Settings,
+    backends: list[str],
+    verified: set[str],
+    warm_sizes: Callable[[Backend], tuple[int, ...]],
+    phases: dict[str, float],
+    threads: int | None = None,
+) -> tuple[Backend, str]:
     """The first of ``backends`` that loads and runs at every batch size ``warm_sizes(backend)`` names.
 
     Returns the backend and the bundle's mode. ``verified``: the artifacts the
@@ -77,7 +90,11 @@ def load_warm_backend(settings: Settings, backends: list[str], verified: set[str
     bundle = load_bundle(settings.artifacts, verify=False)
     phases["manifest"] = time.perf_counter() - start
     failures = []
-    for artifact in (bundle.artifact(name) for name in backends):
+    for name in backends:
+        artifact = bundle.artifact(name)
+        if artifact is None:
+            failures.append(f"{name}: not in the bundle")
+            continue
         try:
             start = time.perf_counter()
             if settings.verify and artifact.backend not in verified:

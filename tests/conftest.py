@@ -61,7 +61,7 @@ def synthetic_checkpoint(session_cache):
 @pytest.fixture(scope="session")
 def eager_model(synthetic_checkpoint):
     from pipeline.checkpoint import load_state_dict
-    from pipeline.model import expected_keys, export_model
+    from pipeline.export.model import expected_keys, export_model
 
     state = load_state_dict(synthetic_checkpoint, expected_keys())
     return export_model(state, FAST_SIZE)
@@ -91,10 +91,18 @@ def fast_bundle(tmp_path_factory, synthetic_checkpoint) -> Path:
 
 
 @pytest.fixture(scope="session")
+def toy_bundle(tmp_path_factory) -> Path:
+    """A bundle with the real contract and a tiny ONNX model (tests/toy_bundle.py): for the fast tier."""
+    from tests.toy_bundle import build_toy_bundle
+
+    return build_toy_bundle(tmp_path_factory.mktemp("toy") / "toy")
+
+
+@pytest.fixture(scope="session")
 def photo_batch() -> dict[str, np.ndarray]:
     """The sample photos, preprocessed by the serving image contract."""
     from pipeline import samples
-    from serving.image import preprocess
+    from serving.imaging.contract import preprocess
 
     return {name: preprocess(img, FAST_SIZE) for name, img in samples.photos().items()}
 
@@ -120,9 +128,23 @@ def gcs_emulator(tmp_path_factory):
     root = tmp_path_factory.mktemp("gcs")
     with open(root / "emulator.log", "wb") as log:
         process = subprocess.Popen(
-            [str(wrapper._get_binary_path()), "-scheme", "http", "-backend", "filesystem",
-             "-filesystem-root", str(root / "data"), "-host", "127.0.0.1", "-port", str(port), "-external-url", url],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(wrapper._get_binary_path()),
+                "-scheme",
+                "http",
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                str(root / "data"),
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-external-url",
+                url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 20
     while True:
@@ -143,3 +165,14 @@ def gcs_emulator(tmp_path_factory):
         os.environ.pop("STORAGE_EMULATOR_HOST", None)
     else:
         os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+# Fixtures that build or run the real model: a test that uses one (directly or through
+# another fixture) is slow, whatever its file says.
+REAL_MODEL_FIXTURES = {"synthetic_checkpoint", "eager_model", "fast_bundle"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

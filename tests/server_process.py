@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from pipeline.bench import free_port
+from pipeline.bench.serve_bench import free_port
 from tests.conftest import REPO
 
 # A sitecustomize that makes "import torch" fail in every process of the server
@@ -69,7 +69,9 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_server(bundle: Path, env: dict | None = None, block_torch: bool = True, timeout: float = 240) -> ServerProcess:
+def start_server(
+    bundle: Path, env: dict | None = None, block_torch: bool = True, timeout: float = 240
+) -> ServerProcess:
     port = free_port()
     full_env = {**os.environ, "PORT": str(port), "INSPYRENET_HOST": "127.0.0.1", **(env or {})}
     if block_torch:
@@ -78,8 +80,11 @@ def start_server(bundle: Path, env: dict | None = None, block_torch: bool = True
         full_env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
     log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--artifacts", str(bundle)],
-        cwd=REPO, env=full_env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "serving.cli", "serve", "--artifacts", str(bundle)],  # the serving-only command
+        cwd=REPO,
+        env=full_env,
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
     )
     server = ServerProcess(process, port, log_path)
     deadline = time.monotonic() + timeout

@@ -24,7 +24,15 @@ import pytest
 from PIL import Image
 
 from serving.batch.listing import (
-    ShardError, Source, Shard, collisions, images, output_path, parse_shard, shard_from_env, take_shard,
+    Shard,
+    ShardError,
+    Source,
+    collisions,
+    images,
+    output_path,
+    parse_shard,
+    shard_from_env,
+    take_shard,
 )
 from serving.batch.locations import LocalFolder, open_location, overlap, safe_relative
 from tests.conftest import REPO
@@ -56,9 +64,15 @@ def test_output_names_keep_the_path_and_take_the_formats_extension():
     assert collisions(images(sources), "png") == {"p/photo.png": "p/photo.jpg"}
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("3/3", "index must be from 0"), ("0/0", "count at least 1"), ("-1/3", "INDEX/COUNT"), ("1", "INDEX/COUNT"),
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("3/3", "index must be from 0"),
+        ("0/0", "count at least 1"),
+        ("-1/3", "INDEX/COUNT"),
+        ("1", "INDEX/COUNT"),
+    ],
+)
 def test_bad_shards_are_refused(text, error):
     with pytest.raises(ShardError, match=error):
         parse_shard(text)
@@ -67,9 +81,11 @@ def test_bad_shards_are_refused(text, error):
 def test_shard_from_cloud_run_variables():
     assert shard_from_env({}) == Shard(0, 1)
     assert shard_from_env({"CLOUD_RUN_TASK_INDEX": "2", "CLOUD_RUN_TASK_COUNT": "5"}) == Shard(2, 5)
-    for env, error in (({"CLOUD_RUN_TASK_INDEX": "1"}, "both"),
-                       ({"CLOUD_RUN_TASK_INDEX": "x", "CLOUD_RUN_TASK_COUNT": "2"}, "whole number"),
-                       ({"CLOUD_RUN_TASK_INDEX": "2", "CLOUD_RUN_TASK_COUNT": "2"}, "index must be")):
+    for env, error in (
+        ({"CLOUD_RUN_TASK_INDEX": "1"}, "both"),
+        ({"CLOUD_RUN_TASK_INDEX": "x", "CLOUD_RUN_TASK_COUNT": "2"}, "whole number"),
+        ({"CLOUD_RUN_TASK_INDEX": "2", "CLOUD_RUN_TASK_COUNT": "2"}, "index must be"),
+    ):
         with pytest.raises(ShardError, match=error):
             shard_from_env(env)
 
@@ -125,11 +141,12 @@ def image_set() -> tuple[dict[str, bytes], dict[str, str]]:
         "modes/gray.png": encoded(gray, "PNG"),
         "modes/gray-alpha.png": encoded(Image.merge("LA", (gray, gray.point(lambda v: 255 - v))), "PNG"),
         "modes/palette.png": encoded(base.convert("P", palette=Image.ADAPTIVE, colors=64), "PNG"),
-        "modes/palette-transparent.png": encoded(base.convert("P", palette=Image.ADAPTIVE, colors=64), "PNG",
-                                                 transparency=0),
+        "modes/palette-transparent.png": encoded(
+            base.convert("P", palette=Image.ADAPTIVE, colors=64), "PNG", transparency=0
+        ),
         "modes/rgba.png": encoded(base.convert("RGBA"), "PNG"),
         "modes/cmyk.jpg": encoded(base.convert("CMYK"), "JPEG"),
-        "modes/sixteen-bit.png": encoded(Image.fromarray((np.asarray(gray, np.uint16) * 257)), "PNG"),
+        "modes/sixteen-bit.png": encoded(Image.fromarray(np.asarray(gray, np.uint16) * 257), "PNG"),
         "modes/bilevel.png": encoded(gray.convert("1"), "PNG"),
         "modes/animated.gif": encoded(base, "GIF", save_all=True, append_images=[gray.convert("RGB")]),
         "modes/bitmap.bmp": encoded(base, "BMP"),
@@ -192,8 +209,11 @@ def run_batch(*args: str, env: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def batch_env(fast_bundle):
-    return {"INSPYRENET_ARTIFACTS": str(fast_bundle), "INSPYRENET_MAX_PIXELS": str(MAX_PIXELS),
-            "INSPYRENET_VERIFY": "0"}
+    return {
+        "INSPYRENET_ARTIFACTS": str(fast_bundle),
+        "INSPYRENET_MAX_PIXELS": str(MAX_PIXELS),
+        "INSPYRENET_VERIFY": "0",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +224,9 @@ def server(fast_bundle):
 
 
 def server_cutout(server, data: bytes, params: dict) -> bytes:
-    response = httpx.post(f"{server.url}/v1/remove-background", params=params, files={"image": ("upload", data)},
-                          timeout=120)
+    response = httpx.post(
+        f"{server.url}/v1/remove-background", params=params, files={"image": ("upload", data)}, timeout=120
+    )
     assert response.status_code == 200, response.text
     return response.content
 
@@ -214,7 +235,7 @@ def server_cutout(server, data: bytes, params: dict) -> bytes:
 
 
 def bucket_objects(bucket, prefix: str) -> dict[str, object]:
-    return {b.name[len(prefix):]: b for b in bucket.list_blobs(prefix=prefix)}
+    return {b.name[len(prefix) :]: b for b in bucket.list_blobs(prefix=prefix)}
 
 
 def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batch_env, server):
@@ -230,8 +251,9 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
     src, dst = f"gs://{bucket.name}/in", f"gs://{bucket.name}/out"
 
     # Task 1 of 3 through Cloud Run's variables, killed once it has written a few outputs.
-    command, kwargs = batch_process_args((src, dst), {**batch_env, "CLOUD_RUN_TASK_INDEX": "1",
-                                                          "CLOUD_RUN_TASK_COUNT": "3"})
+    command, kwargs = batch_process_args(
+        (src, dst), {**batch_env, "CLOUD_RUN_TASK_INDEX": "1", "CLOUD_RUN_TASK_COUNT": "3"}
+    )
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
     deadline = time.monotonic() + 300
     while len(bucket_objects(bucket, "out/")) < 3:
@@ -248,8 +270,10 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
     # The rerun redid nothing: what the killed task wrote is there in its first (and only) generation.
     after = bucket_objects(bucket, "out/")
     assert {name: after[name].generation for name in before} == before
-    assert rerun["skipped"] == len(before) and rerun["done"] + rerun["skipped"] + len(rerun["failed"]) + len(
-        rerun["ignored"]) == rerun["assigned"]
+    assert (
+        rerun["skipped"] == len(before)
+        and rerun["done"] + rerun["skipped"] + len(rerun["failed"]) + len(rerun["ignored"]) == rerun["assigned"]
+    )
     # Every image went to exactly one task; one output per good image, a failure entry per bad one.
     assert sorted(s["assigned"] for s in summaries) == sorted(len(range(i, len(listed), 3)) for i in range(3))
     assert all(s["listing"] == summaries[0]["listing"] for s in summaries)
@@ -262,15 +286,24 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
         assert words in failed[path], (path, failed[path])
     assert {i["path"] for s in summaries for i in s["ignored"]} == IGNORED
     assert {name for name in after if name.startswith(".inspyrenet-batch/")} == {
-        f".inspyrenet-batch/summary-task-{i}-of-3.json" for i in range(3)}
+        f".inspyrenet-batch/summary-task-{i}-of-3.json" for i in range(3)
+    }
     record = after["photos/astronaut.png"].metadata
     assert record["inspyrenet-source"] == "photos/astronaut.jpg"
     assert record["inspyrenet-source-version"] == str(bucket.get_blob("in/photos/astronaut.jpg").generation)
     assert after["photos/astronaut.png"].content_type == "image/png"
 
     # Byte for byte what the server returns, across the odd modes.
-    for path in ("photos/astronaut.jpg", "modes/cmyk.jpg", "modes/sixteen-bit.png", "modes/palette-transparent.png",
-                 "modes/exif-rotated.jpg", "modes/animated.gif", "scans/scan001", "modes/gray-alpha.png"):
+    for path in (
+        "photos/astronaut.jpg",
+        "modes/cmyk.jpg",
+        "modes/sixteen-bit.png",
+        "modes/palette-transparent.png",
+        "modes/exif-rotated.jpg",
+        "modes/animated.gif",
+        "scans/scan001",
+        "modes/gray-alpha.png",
+    ):
         assert after[output_path(path, "png")].download_as_bytes() == server_cutout(server, files[path], {}), path
 
     # A task whose outputs are all there redoes nothing and loads no image.
@@ -281,8 +314,7 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
 # -- a local folder: parameters, reruns, the server's bytes ----------------------------------------
 
 
-def test_local_folder_with_parameters_is_the_servers_answer_and_reruns_only_what_changed(tmp_path, batch_env,
-                                                                                         server):
+def test_local_folder_with_parameters_is_the_servers_answer_and_reruns_only_what_changed(tmp_path, batch_env, server):
     files, _ = image_set()
     chosen = ["photos/coffee.jpg", "modes/palette-transparent.png", "a/b/c/deep.png"]
     src, dst = tmp_path / "in", tmp_path / "out"
@@ -311,7 +343,8 @@ def test_local_folder_with_parameters_is_the_servers_answer_and_reruns_only_what
     other_params = run_batch(*args, "--threshold", "0.5", env=batch_env)
     assert (other_params["done"], other_params["skipped"]) == (3, 0)
     assert (dst / output_path(chosen[0], "webp")).read_bytes() == server_cutout(
-        server, files["photos/astronaut.jpg"], {**params, "threshold": "0.5"})
+        server, files["photos/astronaut.jpg"], {**params, "threshold": "0.5"}
+    )
 
 
 def test_cpu_lanes_trade_byte_identity_for_throughput_within_one_alpha_level(tmp_path, batch_env, server):
@@ -339,8 +372,10 @@ def test_cpu_lanes_trade_byte_identity_for_throughput_within_one_alpha_level(tmp
 def test_a_missing_bucket_is_one_line_before_any_work(gcs_emulator, tmp_path, batch_env):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.jpg").write_bytes(b"x")
-    for args, words in (((str(tmp_path / "in"), "gs://no-such-bucket-here/out"), "gs://no-such-bucket-here"),
-                        (("gs://no-such-bucket-here/in", str(tmp_path / "out")), "bucket not found")):
+    for args, words in (
+        ((str(tmp_path / "in"), "gs://no-such-bucket-here/out"), "gs://no-such-bucket-here"),
+        (("gs://no-such-bucket-here/in", str(tmp_path / "out")), "bucket not found"),
+    ):
         result = serving_command(*args, env=batch_env, timeout=120)
         errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
         assert result.returncode == 1 and len(errors) == 1 and words in errors[0], result.stderr
@@ -394,18 +429,21 @@ def test_stdout_is_the_summary_alone_when_a_library_prints(tmp_path, batch_env):
 # -- errors a user can cause: one line, exit 1 -----------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "env", "words"), [
-    (["IN", "IN/out"], {}, "overlap"),
-    (["NOWHERE", "OUT"], {}, "no such folder"),
-    (["IN", "OUT", "--shard", "4/3"], {}, "--shard"),
-    (["IN", "OUT"], {"CLOUD_RUN_TASK_INDEX": "1"}, "CLOUD_RUN_TASK_COUNT"),
-    (["IN", "OUT", "--threshold", "2"], {}, "threshold"),
-    (["IN", "OUT", "--format", "jpeg"], {}, "cannot carry transparency"),
-    (["IN", "OUT", "--quality", "80"], {}, "PNG is always lossless"),
-    (["IN", "http://example.com/x"], {}, "a local folder or gs://"),
-    (["IN", "gs://"], {}, "names no bucket"),
-    (["IN", "OUT"], {"INSPYRENET_ARTIFACTS": "NOWHERE"}, "NOWHERE"),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["IN", "IN/out"], {}, "overlap"),
+        (["NOWHERE", "OUT"], {}, "no such folder"),
+        (["IN", "OUT", "--shard", "4/3"], {}, "--shard"),
+        (["IN", "OUT"], {"CLOUD_RUN_TASK_INDEX": "1"}, "CLOUD_RUN_TASK_COUNT"),
+        (["IN", "OUT", "--threshold", "2"], {}, "threshold"),
+        (["IN", "OUT", "--format", "jpeg"], {}, "cannot carry transparency"),
+        (["IN", "OUT", "--quality", "80"], {}, "PNG is always lossless"),
+        (["IN", "http://example.com/x"], {}, "a local folder or gs://"),
+        (["IN", "gs://"], {}, "names no bucket"),
+        (["IN", "OUT"], {"INSPYRENET_ARTIFACTS": "NOWHERE"}, "NOWHERE"),
+    ],
+)
 def test_user_errors_are_one_line(tmp_path, batch_env, args, env, words):
     (tmp_path / "IN").mkdir()
     args = [str(tmp_path / a) if a.startswith(("IN", "NOWHERE", "OUT")) else a for a in args]

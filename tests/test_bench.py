@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.bench import encoders, startup_phases
+from pipeline.bench.serve_bench import encoders, startup_phases
 
 LOG = """{"time": "t", "severity": "INFO", "message": "starting", "port": 8080}
 {"time": "t", "severity": "INFO", "message": "startup phase", "phase": "manifest", "seconds": 0.001, "process": "main"}
-{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "verify", "seconds": 0.266, "process": "main", "backend": "onnxruntime"}
+{"time": "t", "severity": "INFO", "message": "startup phase", "phase": "verify", "seconds": 0.266, "process": "main",\
+ "backend": "onnxruntime"}
 INFO: some line from uvicorn
 {"time": "t", "severity": "INFO", "message": "startup phase", "phase": "manifest", "seconds": 0.002, "worker": "0"}
 {"time": "t", "severity": "INFO", "message": "startup phase", "phase": "imports", "seconds": 0.05, "worker": "0"}

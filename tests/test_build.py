@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import REPO, needs_cuda, run_cli
 
 torch = pytest.importorskip("torch")
-from pipeline.parity import DEFAULT_LIMITS  # noqa: E402
+from pipeline.parity.check import DEFAULT_LIMITS  # noqa: E402
 
 # float32 matrix products are summed in a different order for a different
 # batch size (a different GEMM kernel), so batched and single masks differ by
@@ -39,7 +39,7 @@ def test_per_sample_normalisation(eager_model, photo_batch):
     """A batch of N gives the masks of N batches of 1 (forward_inference would not)."""
     from PIL import Image
 
-    from serving.image import preprocess
+    from serving.imaging.contract import preprocess
 
     flat = preprocess(Image.new("RGB", (384, 384), (128, 128, 128)), (384, 384))  # a very different mask range
     x = torch.from_numpy(np.concatenate([photo_batch["chelsea"], flat]))
@@ -60,7 +60,8 @@ def load(bundle_dir):
 
 def test_manifest_describes_the_bundle(fast_bundle, synthetic_checkpoint):
     bundle = load(fast_bundle)
-    manifest = bundle.manifest
+    manifest = json.loads((fast_bundle / "manifest.json").read_text())  # the file, as any reader sees it
+    assert bundle.manifest.to_json() == manifest  # the typed contract reads and writes it unchanged
     assert manifest["mode"] == "fast" and manifest["schema_version"] == 1
     assert manifest["input"]["shape"] == ["N", 3, 384, 384]
     assert manifest["input"]["dtype"] == "float32"
@@ -69,13 +70,15 @@ def test_manifest_describes_the_bundle(fast_bundle, synthetic_checkpoint):
     assert manifest["checkpoint"]["sha256"] == synthetic_checkpoint.sha256
     assert manifest["checkpoint"]["source"] == "synthetic:0"
     assert manifest["production_ready"] is False and "warning" in manifest["checkpoint"]
-    assert [(a.file, a.backend, a.precision, a.role) for a in bundle.artifacts] == [
-        ("model.ts", "torchscript", "fp32", "serve"), ("model.onnx", "onnxruntime", "fp32", "serve"),
-        ("model.fp16.onnx", "onnxruntime", "fp16", "tensorrt-source")]
+    assert [(a.file, a.backend, a.precision, a.role or "serve") for a in bundle.artifacts] == [
+        ("model.ts", "torchscript", "fp32", "serve"),
+        ("model.onnx", "onnxruntime", "fp32", "serve"),
+        ("model.fp16.onnx", "onnxruntime", "fp16", "tensorrt-source"),
+    ]
     for artifact in bundle.artifacts:
-        check = artifact.record["export_check"]
-        assert check["max_abs_diff"] <= check["tolerance"]
-        assert check["tolerance"] == (1e-4 if artifact.precision == "fp32" else DEFAULT_LIMITS["fp16"]["model"].max_abs)
+        check = artifact.export_check
+        assert check.max_abs_diff <= check.tolerance
+        assert check.tolerance == (1e-4 if artifact.precision == "fp32" else DEFAULT_LIMITS["fp16"]["model"].max_abs)
     onnx = bundle.artifact("onnxruntime")
     assert [e.file for e in onnx.extra_files] == ["model.onnx.data"]
     build = manifest["build"]
@@ -158,7 +161,9 @@ def test_manifest_path_escape_is_refused(fast_bundle, tmp_path):
     manifest["artifacts"][0]["file"] = "../../etc/passwd"
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="leaves the bundle"):
-        load(copy, )
+        load(
+            copy,
+        )
 
 
 def test_verify_command_accepts_a_good_bundle(fast_bundle):
@@ -170,11 +175,12 @@ def test_verify_command_accepts_a_good_bundle(fast_bundle):
 
 def test_bundle_writer_discards_a_failed_build(tmp_path):
     from pipeline.bundle_writer import BundleWriter
+    from tests.toy_bundle import toy_manifest
 
     out = tmp_path / "bundle"
     with BundleWriter(out) as writer:
         writer.path("model.bin").write_bytes(b"v1")
-        writer.commit({"kind": "inspyrenet-bundle", "artifacts": [writer.artifact("model.bin", "x", "fp32", "any")]})
+        writer.commit(toy_manifest([writer.artifact("model.bin", "x", "fp32", "any")]))
     before = (out / "manifest.json").read_bytes()
     with pytest.raises(RuntimeError), BundleWriter(out) as writer:
         writer.path("model.bin").write_bytes(b"v2, never published")
@@ -184,6 +190,7 @@ def test_bundle_writer_discards_a_failed_build(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging left behind
 
 
+@pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
 def test_build_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     result = run_cli("build", "--checkpoint", "synthetic", "--out", str(tmp_path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -48,8 +47,8 @@ def test_synthetic_masks_are_not_saturated(eager_model, photo_batch):
 
 
 def test_different_seeds_differ(synthetic_checkpoint):
+    from pipeline.export.model import build_network
     from pipeline.synthetic import CALIBRATION_SIZE
-    from pipeline.model import build_network
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
@@ -61,7 +60,7 @@ def test_different_seeds_differ(synthetic_checkpoint):
 
 def test_local_checkpoint_file_is_used(synthetic_checkpoint):
     from pipeline.checkpoint import load_state_dict, resolve
-    from pipeline.model import expected_keys
+    from pipeline.export.model import expected_keys
 
     local = resolve(str(synthetic_checkpoint.path), "fast")
     assert local.kind == "file" and local.production_ready
@@ -70,11 +69,13 @@ def test_local_checkpoint_file_is_used(synthetic_checkpoint):
     assert len(state) == len(expected_keys(FAST_SIZE))
 
 
+@pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
 def test_missing_file(tmp_path):
     line = one_error_line(run_cli("build", "--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "o")))
     assert "not found" in line
 
 
+@pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
 def test_file_that_is_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "weights.pth"
     bogus.write_text("these are not weights\n")
@@ -94,6 +95,7 @@ def test_state_dict_with_wrong_keys_names_them(tmp_path, synthetic_checkpoint):
     assert "1 unexpected keys (head.extra.weight)" in line
 
 
+@pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
 def test_state_dict_of_another_model(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(2, 2), "fc.bias": torch.zeros(2)}, path)
@@ -101,11 +103,13 @@ def test_state_dict_of_another_model(tmp_path):
     assert "does not fit InSPyReNet_SwinB" in line and "missing keys" in line and "and " in line
 
 
+@pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
 def test_bad_synthetic_seed(tmp_path):
     line = one_error_line(run_cli("build", "--checkpoint", "synthetic:abc", "--out", str(tmp_path / "o")))
     assert "seed must be an integer" in line
 
 
+@pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
 def test_official_checkpoint_offline_says_so(tmp_path):
     # An empty transparent-background cache and a proxy that refuses: no download possible.
     env = {
@@ -154,6 +158,7 @@ def test_gs_checkpoint_is_downloaded_and_cached(gcs_emulator, synthetic_checkpoi
     assert second.path == first.path and second.path.stat().st_mtime_ns == mtime  # cache hit
 
 
+@pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [

@@ -11,12 +11,19 @@ import yaml
 
 from tests.conftest import REPO
 
-
-SERVICE_VALUES = dict(SERVICE="cutouts", IMAGE="europe-docker.pkg.dev/acme-prod/r/serve:1", MIN_INSTANCES="0",
-                      SERVICE_ACCOUNT="cutouts-serve@acme-prod.iam.gserviceaccount.com")
-JOB_VALUES = dict(JOB="engines", BUILD_IMAGE="europe-docker.pkg.dev/acme-prod/r/build:1",
-                  PUBLISH_URI="gs://acme-bundles/bundles", SOURCE_URI="gs://acme-bundles/bundles/cpu",
-                  SERVICE_ACCOUNT="engine-builder@acme-prod.iam.gserviceaccount.com")
+SERVICE_VALUES = dict(
+    SERVICE="cutouts",
+    IMAGE="europe-docker.pkg.dev/acme-prod/r/serve:1",
+    MIN_INSTANCES="0",
+    SERVICE_ACCOUNT="cutouts-serve@acme-prod.iam.gserviceaccount.com",
+)
+JOB_VALUES = dict(
+    JOB="engines",
+    BUILD_IMAGE="europe-docker.pkg.dev/acme-prod/r/build:1",
+    PUBLISH_URI="gs://acme-bundles/bundles",
+    SOURCE_URI="gs://acme-bundles/bundles/cpu",
+    SERVICE_ACCOUNT="engine-builder@acme-prod.iam.gserviceaccount.com",
+)
 
 
 def render(name: str, values: dict) -> str:
@@ -60,15 +67,34 @@ def test_service_min_instances_only_at_service_level_with_its_own_account():
 def scheduler(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     import sys
 
-    return subprocess.run(["bash", str(REPO / "deploy" / "scheduler.sh"), *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": sys.executable, **(env or {})}, timeout=120)
+    return subprocess.run(
+        ["bash", str(REPO / "deploy" / "scheduler.sh"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable, **(env or {})},
+        timeout=120,
+    )
 
 
-SCHEDULE_ARGS = ["--project", "acme-prod", "--region", "europe-west4", "--service", "cutouts",
-                 "--service-account", "cutouts-scheduler@acme-prod.iam.gserviceaccount.com",
-                 "--start-hour", "7", "--end-hour", "20", "--time-zone", "Europe/Berlin"]
+SCHEDULE_ARGS = [
+    "--project",
+    "acme-prod",
+    "--region",
+    "europe-west4",
+    "--service",
+    "cutouts",
+    "--service-account",
+    "cutouts-scheduler@acme-prod.iam.gserviceaccount.com",
+    "--start-hour",
+    "7",
+    "--end-hour",
+    "20",
+    "--time-zone",
+    "Europe/Berlin",
+]
 
 
+@pytest.mark.slow  # runs gcloud or the scheduler script in a new process
 def test_scheduler_jobs_are_what_the_cloud_scheduler_api_accepts():
     """--dry-run prints the jobs as the API's JSON; the client library's own message types parse them strictly."""
     import json
@@ -76,8 +102,9 @@ def test_scheduler_jobs_are_what_the_cloud_scheduler_api_accepts():
     scheduler_v1 = pytest.importorskip("google.cloud.scheduler_v1")
     result = scheduler(*SCHEDULE_ARGS, "--dry-run")
     assert result.returncode == 0, result.stderr
-    warm, cold = (scheduler_v1.Job.from_json(json.dumps(j), ignore_unknown_fields=False)
-                  for j in json.loads(result.stdout))
+    warm, cold = (
+        scheduler_v1.Job.from_json(json.dumps(j), ignore_unknown_fields=False) for j in json.loads(result.stdout)
+    )
     assert warm.name == "projects/acme-prod/locations/europe-west4/jobs/cutouts-warm"
     assert cold.name.endswith("/jobs/cutouts-cold")
     assert (warm.schedule, cold.schedule) == ("0 7 * * 1-5", "0 20 * * 1-5")
@@ -85,32 +112,47 @@ def test_scheduler_jobs_are_what_the_cloud_scheduler_api_accepts():
     for job, instances in ((warm, 1), (cold, 0)):
         target = job.http_target
         assert target.http_method == scheduler_v1.HttpMethod.PATCH
-        assert target.uri == ("https://run.googleapis.com/v2/projects/acme-prod/locations/europe-west4/services/cutouts"
-                              "?updateMask=scaling.minInstanceCount")
+        assert target.uri == (
+            "https://run.googleapis.com/v2/projects/acme-prod/locations/europe-west4/services/cutouts"
+            "?updateMask=scaling.minInstanceCount"
+        )
         assert json.loads(target.body) == {"scaling": {"minInstanceCount": instances}}
         assert target.oauth_token.service_account_email == "cutouts-scheduler@acme-prod.iam.gserviceaccount.com"
         assert job.retry_config.retry_count >= 3  # one failed call must not leave an L4 warm all night
         assert job.retry_config.min_backoff_duration.total_seconds() >= 10  # proto-plus gives timedelta
 
 
+@pytest.mark.slow  # runs gcloud or the scheduler script in a new process
 def test_scheduler_without_credentials_fails_in_one_line(tmp_path):
     pytest.importorskip("google.cloud.scheduler_v1")
-    env = {"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path), "GOOGLE_APPLICATION_CREDENTIALS": "",
-           "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9", "NO_GCE_CHECK": "True"}
+    env = {
+        "HOME": str(tmp_path),
+        "CLOUDSDK_CONFIG": str(tmp_path),
+        "GOOGLE_APPLICATION_CREDENTIALS": "",
+        "GCE_METADATA_HOST": "127.0.0.1:9",
+        "GCE_METADATA_IP": "127.0.0.1:9",
+        "NO_GCE_CHECK": "True",
+    }
     result = scheduler(*SCHEDULE_ARGS, env=env)
     assert result.returncode == 1
     assert result.stderr.startswith("error: no Google credentials") and result.stderr.count("\n") == 1, result.stderr
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["--region", "europe-west4", "--service", "s", "--service-account", "a@p.iam.gserviceaccount.com"],
-     "--project"),
-    ([*SCHEDULE_ARGS, "--start-hour", "25"], "hours are 0-23"),
-    ([*SCHEDULE_ARGS, "--time-zone", "Mars/Olympus"], "not an IANA time zone"),
-    ([*SCHEDULE_ARGS, "--days", "mon; rm -rf /"], "not a cron day-of-week field"),
-    ([*SCHEDULE_ARGS, "--service-account", "someone@example.com"], "not a service account email"),
-    ([*SCHEDULE_ARGS, "--colour", "blue"], "unrecognized arguments"),
-])
+@pytest.mark.slow  # runs gcloud or the scheduler script in a new process
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (
+            ["--region", "europe-west4", "--service", "s", "--service-account", "a@p.iam.gserviceaccount.com"],
+            "--project",
+        ),
+        ([*SCHEDULE_ARGS, "--start-hour", "25"], "hours are 0-23"),
+        ([*SCHEDULE_ARGS, "--time-zone", "Mars/Olympus"], "not an IANA time zone"),
+        ([*SCHEDULE_ARGS, "--days", "mon; rm -rf /"], "not a cron day-of-week field"),
+        ([*SCHEDULE_ARGS, "--service-account", "someone@example.com"], "not a service account email"),
+        ([*SCHEDULE_ARGS, "--colour", "blue"], "unrecognized arguments"),
+    ],
+)
 def test_scheduler_refuses_bad_arguments(args, words):
     pytest.importorskip("google.cloud.scheduler_v1")
     result = scheduler(*args, "--dry-run")
@@ -124,9 +166,10 @@ def test_scheduler_creates_then_updates_in_place(tmp_path):
     import threading
 
     scheduler_v1 = pytest.importorskip("google.cloud.scheduler_v1")
+    import importlib.util
+
     from google.auth.credentials import AnonymousCredentials
 
-    import importlib.util
     spec = importlib.util.spec_from_file_location("deploy_scheduler", REPO / "deploy" / "scheduler.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -170,8 +213,10 @@ def test_scheduler_creates_then_updates_in_place(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         client = scheduler_v1.CloudSchedulerClient(
-            credentials=AnonymousCredentials(), transport="rest",
-            client_options={"api_endpoint": f"http://127.0.0.1:{server.server_port}"})
+            credentials=AnonymousCredentials(),
+            transport="rest",
+            client_options={"api_endpoint": f"http://127.0.0.1:{server.server_port}"},
+        )
         assert module.main(SCHEDULE_ARGS, client=client) == 0
         first = list(calls)
         calls.clear()
@@ -180,7 +225,11 @@ def test_scheduler_creates_then_updates_in_place(tmp_path):
         server.shutdown()
     parent = "/v1/projects/acme-prod/locations/europe-west4/jobs"
     assert [(m, p.split("?")[0]) for m, p in first] == [
-        ("GET", f"{parent}/cutouts-warm"), ("POST", parent), ("GET", f"{parent}/cutouts-cold"), ("POST", parent)]
+        ("GET", f"{parent}/cutouts-warm"),
+        ("POST", parent),
+        ("GET", f"{parent}/cutouts-cold"),
+        ("POST", parent),
+    ]
     assert [m for m, _ in calls] == ["GET", "PATCH", "GET", "PATCH"]
     assert all("updateMask=" in p for m, p in calls if m == "PATCH")
     stored = existing["projects/acme-prod/locations/europe-west4/jobs/cutouts-warm"]
@@ -198,26 +247,54 @@ def gcloud_run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
         pytest.skip("gcloud is not installed here")
     config = tmp_path / "gcloud-config"
     config.mkdir(exist_ok=True)
-    return subprocess.run([gcloud, *args], capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "CLOUDSDK_CONFIG": str(config), "HOME": str(tmp_path)})
+    return subprocess.run(
+        [gcloud, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "CLOUDSDK_CONFIG": str(config), "HOME": str(tmp_path)},
+    )
 
 
 NO_CREDENTIALS = "You do not currently have an active account selected"
-SCHEDULER_FLAGS = ["--project", "acme-prod", "--location", "europe-west4", "--schedule", "0 7 * * 1-5",
-                   "--uri", "https://run.googleapis.com/v2/projects/acme-prod/locations/europe-west4/services/cutouts",
-                   "--oauth-service-account-email", "cutouts-scheduler@acme-prod.iam.gserviceaccount.com"]
+SCHEDULER_FLAGS = [
+    "--project",
+    "acme-prod",
+    "--location",
+    "europe-west4",
+    "--schedule",
+    "0 7 * * 1-5",
+    "--uri",
+    "https://run.googleapis.com/v2/projects/acme-prod/locations/europe-west4/services/cutouts",
+    "--oauth-service-account-email",
+    "cutouts-scheduler@acme-prod.iam.gserviceaccount.com",
+]
 
 
+@pytest.mark.slow  # runs gcloud or the scheduler script in a new process
 def test_gcloud_cannot_create_a_patch_target_which_is_why_the_scheduler_uses_the_client_library(tmp_path):
     """The old deploy/scheduler.sh's calls, given to the real gcloud: refused before any credentials are asked for."""
-    patch = gcloud_run(["scheduler", "jobs", "create", "http", "cutouts-warm", *SCHEDULER_FLAGS,
-                        "--http-method", "PATCH"], tmp_path)
+    patch = gcloud_run(
+        ["scheduler", "jobs", "create", "http", "cutouts-warm", *SCHEDULER_FLAGS, "--http-method", "PATCH"], tmp_path
+    )
     assert patch.returncode != 0 and "Invalid choice: 'patch'" in patch.stderr, patch.stderr
-    headers = gcloud_run(["scheduler", "jobs", "update", "http", "cutouts-warm", *SCHEDULER_FLAGS,
-                          "--headers", "Content-Type=application/json"], tmp_path)
+    headers = gcloud_run(
+        [
+            "scheduler",
+            "jobs",
+            "update",
+            "http",
+            "cutouts-warm",
+            *SCHEDULER_FLAGS,
+            "--headers",
+            "Content-Type=application/json",
+        ],
+        tmp_path,
+    )
     assert headers.returncode != 0 and "unrecognized arguments:\n  --headers" in headers.stderr, headers.stderr
-    post = gcloud_run(["scheduler", "jobs", "create", "http", "cutouts-warm", *SCHEDULER_FLAGS,
-                       "--http-method", "POST"], tmp_path)
+    post = gcloud_run(
+        ["scheduler", "jobs", "create", "http", "cutouts-warm", *SCHEDULER_FLAGS, "--http-method", "POST"], tmp_path
+    )
     assert post.returncode != 0 and NO_CREDENTIALS in post.stderr, post.stderr  # the check tells the two apart
     # The new script runs no command at all: every call goes through the client library.
     assert "subprocess" not in (REPO / "deploy" / "scheduler.py").read_text()
@@ -250,10 +327,18 @@ def test_build_job_fits_cloud_runs_gpu_task_limits_and_survives_maintenance():
     assert 1800 <= spec["timeoutSeconds"] <= 3600  # 1 h: the most a GPU task may run
     assert spec["maxRetries"] >= 1  # GPU tasks are not live-migrated; the entrypoint skips published modes
 
-BATCH_VALUES = dict(JOB="cutouts-batch", IMAGE="europe-docker.pkg.dev/acme-prod/r/serve:1",
-                    SOURCE_URI="gs://acme-uploads/2026-11", DESTINATION_URI="gs://acme-cutouts/2026-11",
-                    OUTPUT="rgba", FORMAT="webp", TASKS="12", PARALLELISM="4",
-                    SERVICE_ACCOUNT="cutouts-batch@acme-prod.iam.gserviceaccount.com")
+
+BATCH_VALUES = dict(
+    JOB="cutouts-batch",
+    IMAGE="europe-docker.pkg.dev/acme-prod/r/serve:1",
+    SOURCE_URI="gs://acme-uploads/2026-11",
+    DESTINATION_URI="gs://acme-cutouts/2026-11",
+    OUTPUT="rgba",
+    FORMAT="webp",
+    TASKS="12",
+    PARALLELISM="4",
+    SERVICE_ACCOUNT="cutouts-batch@acme-prod.iam.gserviceaccount.com",
+)
 
 
 def test_batch_job_runs_parallel_gpu_tasks_of_the_serving_image():
@@ -268,8 +353,15 @@ def test_batch_job_runs_parallel_gpu_tasks_of_the_serving_image():
     assert spec["maxRetries"] >= 1 and spec["timeoutSeconds"] <= 3600
     container = spec["containers"][0]
     assert container["image"] == BATCH_VALUES["IMAGE"] and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert container["args"] == ["batch", "gs://acme-uploads/2026-11", "gs://acme-cutouts/2026-11",
-                                 "--output", "rgba", "--format", "webp"]
+    assert container["args"] == [
+        "batch",
+        "gs://acme-uploads/2026-11",
+        "gs://acme-cutouts/2026-11",
+        "--output",
+        "rgba",
+        "--format",
+        "webp",
+    ]
 
 
 def test_batch_job_arguments_are_what_the_batch_command_accepts(tmp_path):
@@ -279,7 +371,8 @@ def test_batch_job_arguments_are_what_the_batch_command_accepts(tmp_path):
     from serving.cli import main
 
     args = yaml.safe_load(render("batch-job.yaml", BATCH_VALUES))["spec"]["template"]["spec"]["template"]["spec"][
-        "containers"][0]["args"]
+        "containers"
+    ][0]["args"]
     local = [args[0], str(tmp_path / "in"), str(tmp_path / "out"), *args[3:]]
     (tmp_path / "in").mkdir()
     result = CliRunner().invoke(main, local, env={"INSPYRENET_ARTIFACTS": str(tmp_path / "no-bundle")})
@@ -293,6 +386,7 @@ RENDERED = {
 }
 
 
+@pytest.mark.slow  # runs gcloud or the scheduler script in a new process
 @pytest.mark.parametrize("name", sorted(RENDERED))
 def test_gcloud_parses_the_rendered_deploy_file(name, tmp_path):
     """gcloud itself reads each rendered file: it parses it, then stops at the missing credentials."""
@@ -304,13 +398,16 @@ def test_gcloud_parses_the_rendered_deploy_file(name, tmp_path):
     assert NO_CREDENTIALS in result.stderr, result.stderr
 
 
+@pytest.mark.slow  # runs gcloud or the scheduler script in a new process
 def test_gcloud_rejects_the_zonal_redundancy_annotation_on_the_task_template(tmp_path):
     """The check above can fail: the build job's old annotation placement is a parse error for gcloud."""
     job = yaml.safe_load(render("build-job.yaml", JOB_VALUES))
     job["spec"]["template"]["spec"]["template"]["metadata"] = {
-        "annotations": {"run.googleapis.com/gpu-zonal-redundancy-disabled": "true"}}
+        "annotations": {"run.googleapis.com/gpu-zonal-redundancy-disabled": "true"}
+    }
     rendered = tmp_path / "old-build-job.yaml"
     rendered.write_text(yaml.safe_dump(job))
-    result = gcloud_run(["run", "jobs", "replace", str(rendered), "--region", "europe-west4", "--project",
-                         "acme-prod"], tmp_path)
+    result = gcloud_run(
+        ["run", "jobs", "replace", str(rendered), "--region", "europe-west4", "--project", "acme-prod"], tmp_path
+    )
     assert result.returncode != 0 and "Failed to parse" in result.stderr, result.stderr

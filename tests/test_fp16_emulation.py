@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.fp16_emulation import Fp16Emulation, fp16_context, fp16_execution
+from pipeline.export.fp16_emulation import Fp16Emulation, fp16_context, fp16_execution
 
 HALF = torch.float16
 
@@ -20,8 +20,11 @@ class Overflow(torch.nn.Module):
 def small_network() -> torch.nn.Module:
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(inplace=True),
-        torch.nn.Conv2d(16, 8, 3, padding=1), torch.nn.GELU(),
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Conv2d(16, 8, 3, padding=1),
+        torch.nn.GELU(),
     ).eval()
     net[1].running_mean.uniform_(-1, 1)
     net[1].running_var.uniform_(0.5, 2)
@@ -54,7 +57,7 @@ def test_emulation_overflows_where_fp16_overflows_and_fp32_does_not():
 
 def test_emulation_keeps_explicit_fp32_islands_and_in_place_ops():
     with torch.no_grad(), Fp16Emulation():
-        island = (torch.full((3,), 300.0, dtype=HALF).float() * 1000.0)  # fp32 island: 3e5 is fine
+        island = torch.full((3,), 300.0, dtype=HALF).float() * 1000.0  # fp32 island: 3e5 is fine
         assert island.dtype == torch.float32 and bool(torch.isfinite(island).all())
         value = torch.full((3,), 2.0, dtype=HALF)
         value.mul_(40000.0)  # in place, fp16 storage: overflows
@@ -78,6 +81,6 @@ def test_execution_choice_is_reported():
 
 def test_cli_choices_match_the_module():
     from pipeline import cli
-    from pipeline.fp16_emulation import FP16_EXECUTION_CHOICES
+    from pipeline.export.fp16_emulation import FP16_EXECUTION_CHOICES
 
     assert cli.FP16_EXECUTION_CHOICES == FP16_EXECUTION_CHOICES

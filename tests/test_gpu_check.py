@@ -15,8 +15,14 @@ from tests.conftest import REPO, needs_cuda
 def gpu_check(*args: str, timeout: float) -> dict:
     env = {**os.environ, "PYTHON": sys.executable}
     env.pop("OUT", None)
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu-check.sh"), *args], capture_output=True,
-                            text=True, env=env, timeout=timeout, cwd=REPO)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu-check.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return json.loads(result.stdout)
 
@@ -24,8 +30,9 @@ def gpu_check(*args: str, timeout: float) -> dict:
 @pytest.mark.slow
 def test_gpu_check_runs_end_to_end_on_cpu(session_cache, tmp_path):
     out = tmp_path / "gpu-check.json"
-    summary = gpu_check("--device", "cpu", "--mode", "fast", "--images", "1", "--repeats", "1", "--out", str(out),
-                        timeout=600)
+    summary = gpu_check(
+        "--device", "cpu", "--mode", "fast", "--images", "1", "--repeats", "1", "--out", str(out), timeout=600
+    )
     assert summary["size"] == [384, 384] and summary["images"] == ["astronaut"]
     islands = summary["fp16_islands"]
     assert islands["worst"]["nonfinite"] == 0 and 0 < islands["worst"]["max_abs"] < 0.15

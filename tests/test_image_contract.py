@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.image import ImageError, decode_image, mask_to_uint8, preprocess, upsample_mask
+from serving.imaging.contract import ImageError, decode_image, mask_to_uint8, preprocess, upsample_mask
 
 torch = pytest.importorskip("torch")
 
@@ -86,7 +86,7 @@ def test_bad_bytes_are_refused(data, message):
 @pytest.mark.parametrize("fmt", ["DDS", "PPM", "ICO"])
 def test_formats_outside_the_documented_list_never_reach_a_decoder(fmt):
     """Pillow decodes these, but only the README's formats are opened (a DDS once escaped as a 500)."""
-    from serving.image import UnsupportedImage
+    from serving.imaging.contract import UnsupportedImage
 
     with pytest.raises(UnsupportedImage, match="not an image in a supported format"):
         decode_image(encode(gradient(16, 16), fmt))
@@ -175,9 +175,9 @@ def test_sixteen_bit_image_costs_its_8_bit_result_not_float64_copies():
 
 
 def test_refine_over_its_pixel_budget_works_at_a_reduced_size():
-    from serving.cutout import compose
-    from serving.params import CutoutParams
-    from serving.refine import estimate_foreground
+    from serving.http.params import CutoutParams
+    from serving.imaging.cutout import compose
+    from serving.imaging.refine import estimate_foreground
 
     width, height = 2400, 1600
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -14,31 +14,34 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def state(synthetic_checkpoint):
     from pipeline.checkpoint import load_state_dict
-    from pipeline.model import expected_keys
+    from pipeline.export.model import expected_keys
 
     return load_state_dict(synthetic_checkpoint, expected_keys())
 
 
 @pytest.fixture(scope="module")
 def mixed(state):
-    from pipeline.mixed_precision import mixed_precision_model
+    from pipeline.export.mixed_precision import mixed_precision_model
 
     return mixed_precision_model(state, FAST_SIZE)
 
 
 @pytest.fixture(scope="module")
 def program(mixed):
-    from pipeline.mixed_precision import export_program
+    from pipeline.export.mixed_precision import export_program
 
     return export_program(mixed, torch.zeros(1, 3, *FAST_SIZE), max_batch=4)
 
 
 def test_island_weights_stay_fp32_and_the_rest_is_fp16(mixed, state):
-    from pipeline.mixed_precision import fp32_tensors
+    from pipeline.export.mixed_precision import fp32_tensors
 
     kept = set(fp32_tensors(mixed))
-    layer_norms = {f"network.{k}" for k in state if ".norm" in k and k.endswith((".weight", ".bias"))
-                   and state[k].dim() == 1 and "backbone" in k}
+    layer_norms = {
+        f"network.{k}"
+        for k in state
+        if ".norm" in k and k.endswith((".weight", ".bias")) and state[k].dim() == 1 and "backbone" in k
+    }
     assert layer_norms and layer_norms <= kept
     assert any(k.endswith("relative_position_bias_table") for k in kept)
     assert {"network.attention0.threshold", "network.attention0.lthreshold"} <= kept
@@ -47,12 +50,14 @@ def test_island_weights_stay_fp32_and_the_rest_is_fp16(mixed, state):
     assert params["network.backbone.patch_embed.proj.weight"].dtype == torch.float16
     assert params["network.attention0.conv_query.0.conv.weight"].dtype == torch.float16
     # Island weights are the checkpoint's fp32 values, not fp16 round trips.
-    assert torch.equal(dict(mixed.named_buffers())["network.attention0.conv_key.0.bn.running_var"],
-                       state["attention0.conv_key.0.bn.running_var"])
+    assert torch.equal(
+        dict(mixed.named_buffers())["network.attention0.conv_key.0.bn.running_var"],
+        state["attention0.conv_key.0.bn.running_var"],
+    )
 
 
 def test_export_graph_has_fp32_islands_and_explicit_casts(program):
-    from pipeline.mixed_precision import dtypes_by_op, implicit_promotions
+    from pipeline.export.mixed_precision import dtypes_by_op, implicit_promotions
 
     dtypes = dtypes_by_op(program)
     for op in ("softmax", "bmm", "layer_norm", "sigmoid", "amin", "amax"):
@@ -66,7 +71,7 @@ def test_export_graph_has_fp32_islands_and_explicit_casts(program):
 
 
 def test_exported_graph_runs_any_batch_like_the_model(program, mixed, photo_batch):
-    from pipeline.fp16_emulation import Fp16Emulation
+    from pipeline.export.fp16_emulation import Fp16Emulation
 
     images = np.concatenate([photo_batch["chelsea"], photo_batch["astronaut"], photo_batch["coffee"]])
     with torch.no_grad(), Fp16Emulation():  # fp16 storage at fp32 speed, on any CPU
@@ -78,8 +83,8 @@ def test_exported_graph_runs_any_batch_like_the_model(program, mixed, photo_batc
 
 def test_mixed_precision_parity_against_fp32(mixed, eager_model, photo_batch):
     """The overflow check that needs no GPU: half precision stays finite and close to fp32."""
-    from pipeline.fp16_emulation import Fp16Emulation
-    from pipeline.parity import DEFAULT_LIMITS, failures, mask_metrics
+    from pipeline.export.fp16_emulation import Fp16Emulation
+    from pipeline.parity.check import DEFAULT_LIMITS, failures, mask_metrics
 
     for name in ("chelsea", "astronaut"):
         x = torch.from_numpy(photo_batch[name])
@@ -106,10 +111,10 @@ def planted_overflow(state: dict[str, torch.Tensor], scale: float = 2.0**15) -> 
 
 def test_fp16_check_reports_a_planted_overflow(state, eager_model, photo_batch):
     """The validation's fp16 row, emulated, catches an activation past fp16's range that fp32 does not see."""
-    from pipeline import parity_images
-    from pipeline.model import export_model
-    from pipeline.parity import DEFAULT_LIMITS, Case, run_fp16_islands
-    from serving.image import mask_to_uint8
+    from pipeline.export.model import export_model
+    from pipeline.parity import images as parity_images
+    from pipeline.parity.check import DEFAULT_LIMITS, Case, run_fp16_islands
+    from serving.imaging.contract import mask_to_uint8
 
     planted = planted_overflow(state)
     planted_eager = export_model(planted, FAST_SIZE)

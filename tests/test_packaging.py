@@ -165,6 +165,7 @@ PLATFORM_ARGS = [arg for platform in PLATFORMS for arg in ("--platform", platfor
 STUBS = ("tensorrt-cu12", "tensorrt-cu12-libs", "tensorrt-cu12-bindings", "tensorrt-lean-cu12")
 
 
+@pytest.mark.slow  # asks the package index about every pin
 def test_every_pin_exists_on_the_index_for_the_images_python(tmp_path):
     """One resolution-free lookup of every pin of both constraint files, as the images' pip would see them."""
     import json
@@ -172,25 +173,60 @@ def test_every_pin_exists_on_the_index_for_the_images_python(tmp_path):
     pins = constraints("serve.txt", "cuda12.txt")
     assert "onnxruntime" in pins and "nvidia-cudnn-cu12" in pins and "tensorrt-lean-cu12" in pins
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--no-deps",
-         "--target", str(tmp_path / "t"), *PLATFORM_ARGS, "--python-version", IMAGE_PYTHON,
-         "--only-binary=:all:", "--disable-pip-version-check", "--report", str(tmp_path / "report.json"),
-         *[f"{name}=={version}" for name, version in pins.items() if name not in STUBS]],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--ignore-installed",
+            "--no-deps",
+            "--target",
+            str(tmp_path / "t"),
+            *PLATFORM_ARGS,
+            "--python-version",
+            IMAGE_PYTHON,
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--report",
+            str(tmp_path / "report.json"),
+            *[f"{name}=={version}" for name, version in pins.items() if name not in STUBS],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if result.returncode != 0 and "No matching distribution" not in result.stderr:
         pytest.skip(f"the package index cannot be reached: {result.stderr.strip().splitlines()[-1:]}")
     assert result.returncode == 0, result.stderr[-2000:]
-    found = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
-             for i in json.loads((tmp_path / "report.json").read_text())["install"]}
+    found = {
+        canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
+        for i in json.loads((tmp_path / "report.json").read_text())["install"]
+    }
     assert all(found.get(name) == version for name, version in pins.items() if name in found)
     for name in STUBS:
         listing = subprocess.run(
-            [sys.executable, "-m", "pip", "index", "versions", name, "--python-version", IMAGE_PYTHON,
-             *PLATFORM_ARGS, "--disable-pip-version-check"], capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "index",
+                "versions",
+                name,
+                "--python-version",
+                IMAGE_PYTHON,
+                *PLATFORM_ARGS,
+                "--disable-pip-version-check",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert pins[name] in listing.stdout, f"{name}=={pins[name]} is not on the index: {listing.stdout[-300:]}"
 
 
+@pytest.mark.slow  # asks the package index about every pin
 def test_onnxruntime_gpu_pin_is_the_cuda12_build():
     """Its [cuda] extra must pull the -cu12 NVIDIA runtime wheels (1.27 and later pull CUDA 13)."""
     import json
@@ -199,17 +235,36 @@ def test_onnxruntime_gpu_pin_is_the_cuda12_build():
     version = constraints()["onnxruntime-gpu"]
     with tempfile.TemporaryDirectory() as work:
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--no-deps",
-             "--target", work, *PLATFORM_ARGS, "--python-version", IMAGE_PYTHON, "--only-binary=:all:",
-             "--disable-pip-version-check", "--report", f"{work}/report.json", f"onnxruntime-gpu=={version}"],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--quiet",
+                "--ignore-installed",
+                "--no-deps",
+                "--target",
+                work,
+                *PLATFORM_ARGS,
+                "--python-version",
+                IMAGE_PYTHON,
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--report",
+                f"{work}/report.json",
+                f"onnxruntime-gpu=={version}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if result.returncode != 0:
             if "No matching distribution" in result.stderr:
                 pytest.fail(f"onnxruntime-gpu=={version} is not on the index: {result.stderr[-500:]}")
             pytest.skip(f"the package index cannot be reached: {result.stderr.strip().splitlines()[-1:]}")
         metadata_ = json.loads(Path(work, "report.json").read_text())["install"][0]["metadata"]
-    cuda = [r for r in metadata_.get("requires_dist", []) if "extra == \"cuda\"" in r]
+    cuda = [r for r in metadata_.get("requires_dist", []) if 'extra == "cuda"' in r]
     assert cuda and all("-cu12" in r for r in cuda), cuda
 
 
@@ -285,19 +340,24 @@ def test_build_workflow_checks_inputs_first_and_runs_the_image_as_its_own_user()
     assert "$PWD" not in engine_run
 
 
-def run_script(script: str, tmp_path, env: dict, args=(), fail_on: str = "") -> tuple[subprocess.CompletedProcess, list[str]]:
+def run_script(
+    script: str, tmp_path, env: dict, args=(), fail_on: str = ""
+) -> tuple[subprocess.CompletedProcess, list[str]]:
     """scripts/SCRIPT with `inspyrenet` replaced by a stub that records its arguments (and fails on FAIL_ON)."""
     stub_dir = tmp_path / "bin"
     stub_dir.mkdir()
     calls = tmp_path / "calls"
     stub = stub_dir / "inspyrenet"
-    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
-                    f'case "$*" in *"{fail_on or "@never@"}"*) exit 1;; esac\n'
-                    f'case "$*" in published*) exit "${{PUBLISHED_STATUS:-3}}";; esac\nexit 0\n')
+    stub.write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\n'
+        f'case "$*" in *"{fail_on or "@never@"}"*) exit 1;; esac\n'
+        f'case "$*" in published*) exit "${{PUBLISHED_STATUS:-3}}";; esac\nexit 0\n'
+    )
     stub.chmod(0o755)
     full_env = {"PATH": f"{stub_dir}:/usr/bin:/bin", "OUT_DIR": str(tmp_path / "out"), **env}
-    result = subprocess.run(["bash", str(REPO / "scripts" / script), *args], capture_output=True, text=True,
-                            env=full_env)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / script), *args], capture_output=True, text=True, env=full_env
+    )
     return result, (calls.read_text().splitlines() if calls.exists() else [])
 
 
@@ -314,13 +374,19 @@ def test_cpu_build_script_builds_both_modes_without_tensorrt_then_publishes_per_
 
 
 def test_cpu_build_script_stops_at_a_failed_build_and_publishes_nothing(tmp_path):
-    result, calls = run_script("build-bundles.sh", tmp_path, {"PUBLISH_URI": "gs://acme-bundles/cpu"}, fail_on="--mode base ")
+    result, calls = run_script(
+        "build-bundles.sh", tmp_path, {"PUBLISH_URI": "gs://acme-bundles/cpu"}, fail_on="--mode base "
+    )
     assert result.returncode != 0
     assert len(calls) == 1 and calls[0].startswith("build --mode base")
 
 
 def test_engine_script_pulls_adds_required_engines_then_publishes(tmp_path):
-    env = {"SOURCE_URI": "gs://acme-bundles/cpu", "PUBLISH_URI": "gs://acme-bundles/bundles", "ENGINE_FLAGS": "--hardware-compatible"}
+    env = {
+        "SOURCE_URI": "gs://acme-bundles/cpu",
+        "PUBLISH_URI": "gs://acme-bundles/bundles",
+        "ENGINE_FLAGS": "--hardware-compatible",
+    }
     result, calls = run_script("build-engines.sh", tmp_path, env)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
@@ -352,12 +418,19 @@ def test_engine_script_stops_when_the_published_check_fails(tmp_path):
     assert not any(c.startswith(("build-engine", "publish ")) for c in calls), calls
 
 
-@pytest.mark.parametrize(("env", "args", "words"), [
-    ({"SOURCE_URI": "s3://b/cpu"}, (), "SOURCE_URI must be gs://BUCKET/PREFIX"),
-    ({"SOURCE_URI": "gs://acme-bundles/cpu", "PUBLISH_URI": "gs://B A D"}, (), "PUBLISH_URI must be gs://BUCKET/PREFIX"),
-    ({"SOURCE_URI": "gs://acme-bundles/cpu"}, ("large",), "unknown mode 'large'"),
-    ({}, ("fast",), "no bundle at"),
-])
+@pytest.mark.parametrize(
+    ("env", "args", "words"),
+    [
+        ({"SOURCE_URI": "s3://b/cpu"}, (), "SOURCE_URI must be gs://BUCKET/PREFIX"),
+        (
+            {"SOURCE_URI": "gs://acme-bundles/cpu", "PUBLISH_URI": "gs://B A D"},
+            (),
+            "PUBLISH_URI must be gs://BUCKET/PREFIX",
+        ),
+        ({"SOURCE_URI": "gs://acme-bundles/cpu"}, ("large",), "unknown mode 'large'"),
+        ({}, ("fast",), "no bundle at"),
+    ],
+)
 def test_engine_script_refuses_bad_inputs_before_any_work(tmp_path, env, args, words):
     result, calls = run_script("build-engines.sh", tmp_path, env, args=args)
     assert result.returncode == 2 and words in result.stderr and calls == []
@@ -366,8 +439,15 @@ def test_engine_script_refuses_bad_inputs_before_any_work(tmp_path, env, args, w
 def test_engine_script_stops_when_an_engine_cannot_be_built(tmp_path):
     (tmp_path / "out" / "fast").mkdir(parents=True)
     (tmp_path / "out" / "fast" / "manifest.json").write_text("{}")
-    result, calls = run_script("build-engines.sh", tmp_path, {"PUBLISH_URI": "gs://acme-bundles/bundles"}, args=("fast",),
-                               fail_on="build-engine")
+    result, calls = run_script(
+        "build-engines.sh",
+        tmp_path,
+        {"PUBLISH_URI": "gs://acme-bundles/bundles"},
+        args=("fast",),
+        fail_on="build-engine",
+    )
     assert result.returncode != 0
-    assert calls == [f"published {tmp_path / 'out'}/fast gs://acme-bundles/bundles/fast",
-                     f"build-engine {tmp_path / 'out'}/fast --require-tensorrt"]
+    assert calls == [
+        f"published {tmp_path / 'out'}/fast gs://acme-bundles/bundles/fast",
+        f"build-engine {tmp_path / 'out'}/fast --require-tensorrt",
+    ]

@@ -25,8 +25,17 @@ def test_build_validates_and_records_parity(fast_bundle):
     assert report["passed"] is True and report["references"].startswith("computed")
     assert manifest["parity_references"]["checkpoint_sha256"] == manifest["checkpoint"]["sha256"]
     names = {image["name"] for image in report["images"]}
-    assert {"astronaut", "chelsea", "all-black", "all-white", "tiny-16x16", "wide-4000x300", "grayscale",
-            "rgba-transparent", "noise"} <= names
+    assert {
+        "astronaut",
+        "chelsea",
+        "all-black",
+        "all-white",
+        "tiny-16x16",
+        "wide-4000x300",
+        "grayscale",
+        "rgba-transparent",
+        "noise",
+    } <= names
     for backend in report["backends"]:
         assert backend["status"] == "passed"
         for result in backend["results"]:
@@ -60,7 +69,7 @@ def two_images(tmp_path_factory) -> Path:
 
 def bundle_with_torchscript(fast_bundle: Path, tmp_path: Path, module: torch.nn.Module) -> Path:
     """A copy of the bundle whose TorchScript file is replaced (manifest updated, so integrity holds)."""
-    from pipeline.export import export_torchscript
+    from pipeline.export.formats import export_torchscript
     from serving.bundle import sha256_file
 
     copy = linked_copy(fast_bundle, tmp_path / "bundle")
@@ -97,7 +106,7 @@ def validate_fails_on_torchscript(bundle: Path, images: Path, metric_words: tupl
 
 
 def test_artifact_from_another_checkpoint_fails(fast_bundle, tmp_path, two_images):
-    from pipeline.model import export_model
+    from pipeline.export.model import export_model
     from pipeline.synthetic import synthetic_state_dict
 
     other = export_model(synthetic_state_dict(seed=1), FAST_SIZE)
@@ -137,7 +146,7 @@ def test_artifact_that_outputs_nan_fails(fast_bundle, tmp_path, two_images, eage
 
 def test_threshold_overrides_are_checked():
     from pipeline.errors import BuildError
-    from pipeline.parity import limits_with_overrides
+    from pipeline.parity.check import limits_with_overrides
 
     limits = limits_with_overrides(["fp16.model.max_abs=0.25", "fp32.end_to_end.max_nonfinite=3"])
     assert limits["fp16"]["model"].max_abs == 0.25 and limits["fp32"]["end_to_end"].max_nonfinite == 3
@@ -147,7 +156,7 @@ def test_threshold_overrides_are_checked():
 
 
 def test_metrics_on_known_masks():
-    from pipeline.parity import mask_metrics
+    from pipeline.parity.check import mask_metrics
 
     reference = np.zeros((10, 10))
     reference[:5] = 1.0
@@ -163,8 +172,8 @@ def test_metrics_on_known_masks():
 
 
 def test_server_never_picks_an_artifact_that_failed_parity(fast_bundle, tmp_path):
+    from serving.backends.selection import SelectionError, candidates
     from serving.bundle import load_bundle
-    from serving.selection import SelectionError, candidates
 
     copy = linked_copy(fast_bundle, tmp_path / "bundle")
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -184,7 +193,7 @@ def test_server_never_picks_an_artifact_that_failed_parity(fast_bundle, tmp_path
 
 def test_stored_references_match_the_model_and_validate_without_torch(fast_bundle, tmp_path, eager_model):
     """The GPU engine step validates with the references the CPU build stored: no torch, no Remover."""
-    from pipeline.parity_references import load
+    from pipeline.parity.references import load
     from serving.bundle import load_bundle
     from tests.test_serving_without_torch import run_without_torch
 

@@ -1,4 +1,4 @@
-"""serving.png: the parallel PNG writer makes the pixels Pillow's encoder makes, readable by libpng too."""
+"""serving.imaging.png: the parallel PNG writer makes the pixels Pillow's encoder makes, readable by libpng too."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.png import IDAT_BYTES, encode_png
+from serving.imaging.png import IDAT_BYTES, encode_png
 
 
 def photo_rgba(width: int, height: int) -> np.ndarray:
@@ -38,8 +38,14 @@ def decode_with_libpng(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("mode", "size"),
-    [("RGBA", (1200, 900)), ("RGB", (451, 300)), ("L", (300, 451)), ("LA", (97, 33)), ("RGBA", (1, 1)),
-     ("RGBA", (7, 1300))],
+    [
+        ("RGBA", (1200, 900)),
+        ("RGB", (451, 300)),
+        ("L", (300, 451)),
+        ("LA", (97, 33)),
+        ("RGBA", (1, 1)),
+        ("RGBA", (7, 1300)),
+    ],
 )
 def test_pixels_equal_pillows_encoder_and_libpng_reads_them(mode, size):
     pixels = np.asarray(Image.fromarray(photo_rgba(*size)).convert(mode))

@@ -12,9 +12,9 @@ import asyncio
 import httpx
 import pytest
 
-from serving import runtime
-from serving.server import _build_server
-from serving.settings import Settings
+from serving.http import run_state
+from serving.http.server import _build_server
+from serving.http.settings import Settings
 
 KEY = "s3cret-clé"  # non-ASCII: clients send it as UTF-8 bytes
 
@@ -33,9 +33,9 @@ def call(settings: Settings, path: str, key: bytes | None = None) -> int:
 
 @pytest.fixture(autouse=True)
 def run_dir():
-    runtime.prepare()
+    run_state.prepare()
     yield
-    runtime.cleanup()
+    run_state.cleanup()
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import threading
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.bench import descendants
+from pipeline.bench.serve_bench import descendants
 from tests.server_process import start_server
 
 API = "/v1/remove-background"
@@ -35,10 +36,15 @@ def photo_bytes(fmt: str = "JPEG", size=(451, 300), mode="RGB", **params) -> byt
 
 
 @pytest.fixture(scope="module")
-def server(fast_bundle):
-    env = {"INSPYRENET_CORS_ORIGINS": ORIGIN, "INSPYRENET_MAX_BODY_BYTES": str(3 * 1024 * 1024),
-           "INSPYRENET_MAX_IN_FLIGHT": "32"}  # room for the twenty concurrent requests below
-    process = start_server(fast_bundle, env=env, block_torch=True)
+def server(toy_bundle):
+    """The server on the toy bundle (tests/toy_bundle.py): the real contract, a tiny ONNX model."""
+    env = {
+        "INSPYRENET_CORS_ORIGINS": ORIGIN,
+        "INSPYRENET_MAX_BODY_BYTES": str(3 * 1024 * 1024),
+        "INSPYRENET_MAX_IN_FLIGHT": "32",  # room for the twenty concurrent requests below
+        "INSPYRENET_LOG_LEVEL": "info",
+    }  # uvicorn's and LitServe's lines too
+    process = start_server(toy_bundle, env=env, block_torch=True)
     yield process
     process.stop()
 
@@ -67,6 +73,15 @@ def test_health_turns_200_only_when_warm(server):
     assert ready and ready[0]["backend"] == "onnxruntime"
 
 
+def test_every_log_line_is_one_json_object_ours_and_uvicorns(server):
+    lines = server.log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert all({"time", "severity", "message"} <= set(record) for record in records)
+    assert {"uvicorn.error"} <= {record.get("logger") for record in records}  # a library's line, our format
+    assert "ready" in {record["message"] for record in records if "logger" not in record}
+    assert not [line for line in lines if "Uvicorn running" in line and not line.startswith("{")]
+
+
 def test_default_output_is_rgba_png_of_input_size(client):
     response = post_image(client, photo_bytes())
     img = decode(response)
@@ -78,7 +93,7 @@ def test_default_output_is_rgba_png_of_input_size(client):
     assert f'size;desc="{len(response.content)} bytes png"' in response.headers["server-timing"]
 
 
-def test_alpha_equals_the_served_mask_and_the_model(client, fast_bundle):
+def test_alpha_equals_the_served_mask_and_the_model(client, toy_bundle):
     data = photo_bytes()
     rgba = np.asarray(decode(post_image(client, data)))
     mask = decode(post_image(client, data, output="mask"))
@@ -87,9 +102,9 @@ def test_alpha_equals_the_served_mask_and_the_model(client, fast_bundle):
     # The same computation in-process, through the serving code: the server adds nothing.
     from serving.backends import open_backend
     from serving.bundle import load_bundle
-    from serving.image import decode_image, mask_to_uint8, preprocess, upsample_mask
+    from serving.imaging.contract import decode_image, mask_to_uint8, preprocess, upsample_mask
 
-    bundle = load_bundle(fast_bundle, verify=False)
+    bundle = load_bundle(toy_bundle, verify=False)
     backend = open_backend(bundle, bundle.artifact("onnxruntime"), device="cpu")
     img = decode_image(data)
     expected = mask_to_uint8(upsample_mask(backend.infer(preprocess(img, bundle.input_size))[0, 0], (300, 451)))
@@ -103,8 +118,9 @@ def test_multipart_and_json_inputs(client):
     data = photo_bytes()
     multipart = client.post(API, files={"image": ("cat.jpg", data, "image/jpeg")}, data={"output": "mask"})
     as_json = client.post(API, json={"image": base64.b64encode(data).decode(), "output": "mask"})
-    data_url = client.post(API, json={"image": "data:image/jpeg;base64," + base64.b64encode(data).decode()},
-                           params={"output": "mask"})
+    data_url = client.post(
+        API, json={"image": "data:image/jpeg;base64," + base64.b64encode(data).decode()}, params={"output": "mask"}
+    )
     raw = post_image(client, data, output="mask")
     # A data URL with parameters (RFC 2397) and base64 wrapped at 76 columns, as MIME tools write it.
     data_url_with_name = "data:image/jpeg;name=cat.jpg;base64," + base64.encodebytes(data).decode()
@@ -306,18 +322,23 @@ def test_warmup_answers_at_once_with_cors(client):
 
 
 def test_cors_preflight(client):
-    allowed = client.options(API, headers={
-        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type,x-api-key",
-    })
+    allowed = client.options(
+        API,
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-api-key",
+        },
+    )
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == ORIGIN
     denied = client.options(API, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in denied.headers
     response = post_image(client, photo_bytes(), output="mask")
     assert "access-control-allow-origin" not in response.headers  # no Origin sent, no CORS headers
-    with_origin = client.post(API, content=photo_bytes(), params={"output": "mask"},
-                              headers={"Content-Type": "image/jpeg", "Origin": ORIGIN})
+    with_origin = client.post(
+        API, content=photo_bytes(), params={"output": "mask"}, headers={"Content-Type": "image/jpeg", "Origin": ORIGIN}
+    )
     assert "x-inference-ms" in with_origin.headers["access-control-expose-headers"].lower()
 
 
@@ -329,18 +350,31 @@ def metric(text: str, name: str, **labels) -> float:
     return 0.0
 
 
+def settled_metrics(client, **labels) -> str:
+    """/metrics once every answered request is counted: the gateway counts a request just after its response."""
+    text = client.get("/metrics").text
+    for _ in range(40):
+        time.sleep(0.05)
+        again = client.get("/metrics").text
+        if metric(again, "inspyrenet_requests_total", **labels) == metric(text, "inspyrenet_requests_total", **labels):
+            return again
+        text = again
+    return text
+
+
 def test_metrics_move(client):
-    before = client.get("/metrics").text
-    post_image(client, photo_bytes(), output="mask")
-    post_image(client, b"junk")
-    after = client.get("/metrics").text
     ok = dict(route=API, status="200")
     bad = dict(route=API, status="415")
+    before = settled_metrics(client, **ok)
+    post_image(client, photo_bytes(), output="mask")
+    post_image(client, b"junk")
+    after = settled_metrics(client, **ok)
     assert metric(after, "inspyrenet_requests_total", **ok) == metric(before, "inspyrenet_requests_total", **ok) + 1
     assert metric(after, "inspyrenet_requests_total", **bad) == metric(before, "inspyrenet_requests_total", **bad) + 1
     for stage in ("decode", "preprocess", "inference", "postprocess", "encode"):
         assert metric(after, "inspyrenet_stage_seconds_count", stage=stage) > metric(
-            before, "inspyrenet_stage_seconds_count", stage=stage)
+            before, "inspyrenet_stage_seconds_count", stage=stage
+        )
     assert metric(after, "inspyrenet_startup_seconds") > 0
     assert metric(after, "inspyrenet_backend_info", backend="onnxruntime", device="cpu") == 1
 
@@ -380,15 +414,18 @@ def test_metrics_count_across_two_workers(keyed_server):
     ready = [line for line in keyed_server.log_lines() if line.get("message") == "ready"]
     assert {line["worker"] for line in ready} == {"0", "1"}
     with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
-        before = metric(http.get("/metrics", headers=KEY_HEADER).text, "inspyrenet_stage_seconds_count",
-                        stage="inference")
+        before = metric(
+            http.get("/metrics", headers=KEY_HEADER).text, "inspyrenet_stage_seconds_count", stage="inference"
+        )
         headers = {"Content-Type": "image/jpeg", **KEY_HEADER}
         with ThreadPoolExecutor(max_workers=6) as pool:
-            codes = list(pool.map(lambda _: http.post(API, content=photo_bytes(), headers=headers).status_code,
-                                  range(6)))
+            codes = list(
+                pool.map(lambda _: http.post(API, content=photo_bytes(), headers=headers).status_code, range(6))
+            )
         assert codes == [200] * 6
-        after = metric(http.get("/metrics", headers=KEY_HEADER).text, "inspyrenet_stage_seconds_count",
-                       stage="inference")
+        after = metric(
+            http.get("/metrics", headers=KEY_HEADER).text, "inspyrenet_stage_seconds_count", stage="inference"
+        )
     assert after == before + 6
 
 
@@ -401,7 +438,9 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(keyed_server)
         big = photo_bytes(size=(3000, 2000))
         with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
             result["response"] = http.post(
-                API, content=big, headers={"Content-Type": "image/jpeg", **KEY_HEADER},
+                API,
+                content=big,
+                headers={"Content-Type": "image/jpeg", **KEY_HEADER},
                 params={"refine": "true"},
             )
         result["done_at"] = time.monotonic()
@@ -423,9 +462,9 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(keyed_server)
 
 
 @pytest.fixture(scope="module")
-def batched_server(fast_bundle):
+def batched_server(toy_bundle):
     env = {"INSPYRENET_MAX_BATCH_SIZE": "4", "INSPYRENET_BATCH_TIMEOUT": "0.5"}
-    process = start_server(fast_bundle, env=env)
+    process = start_server(toy_bundle, env=env)
     yield process
     process.stop()
 
@@ -435,9 +474,14 @@ def test_batched_requests_match_single_requests(batched_server, client):
     bodies = [photo_bytes(size=size) for size in sizes]
     with httpx.Client(base_url=batched_server.url, timeout=300) as http:
         with ThreadPoolExecutor(max_workers=8) as pool:
-            batched = list(pool.map(
-                lambda b: http.post(API, content=b, params={"output": "mask"}, headers={"Content-Type": "image/jpeg"}),
-                bodies))
+            batched = list(
+                pool.map(
+                    lambda b: http.post(
+                        API, content=b, params={"output": "mask"}, headers={"Content-Type": "image/jpeg"}
+                    ),
+                    bodies,
+                )
+            )
         text = http.get("/metrics").text
     assert metric(text, "inspyrenet_batch_size_sum") > metric(text, "inspyrenet_batch_size_count")  # real batches
     for body, size, response in zip(bodies, sizes, batched):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.bench import descendants, free_port
+from pipeline.bench.serve_bench import descendants, free_port
 from tests.conftest import REPO
 from tests.server_process import start_server
 from tests.test_server import API, alive, decode, metric, photo_bytes, post_image
@@ -44,8 +44,13 @@ def slow_request(url: str, result: dict, **params) -> threading.Thread:
 
     def run() -> None:
         try:
-            result["response"] = httpx.post(url + API, content=big, headers={"Content-Type": "image/jpeg"},
-                                            params={"refine": "true", **params}, timeout=60)
+            result["response"] = httpx.post(
+                url + API,
+                content=big,
+                headers={"Content-Type": "image/jpeg"},
+                params={"refine": "true", **params},
+                timeout=60,
+            )
         except httpx.HTTPError as exc:
             result["error"] = exc
 
@@ -57,8 +62,12 @@ def slow_request(url: str, result: dict, **params) -> threading.Thread:
 @pytest.fixture(scope="module")
 def faults_server(fast_bundle, tmp_path_factory):
     run_parent = tmp_path_factory.mktemp("run")
-    env = {"INSPYRENET_MAX_IN_FLIGHT": "2", "INSPYRENET_BODY_TIMEOUT": "2", "INSPYRENET_HEADER_TIMEOUT": "2",
-           "TMPDIR": str(run_parent)}
+    env = {
+        "INSPYRENET_MAX_IN_FLIGHT": "2",
+        "INSPYRENET_BODY_TIMEOUT": "2",
+        "INSPYRENET_HEADER_TIMEOUT": "2",
+        "TMPDIR": str(run_parent),
+    }
     process = start_server(fast_bundle, env=env)
     process.run_parent = run_parent
     yield process
@@ -129,8 +138,10 @@ def test_requests_whose_client_left_are_not_run(faults_server):
     with httpx.Client(base_url=url, timeout=60) as client:
         assert decode(post_image(client, photo_bytes())).mode == "RGBA"
         after = client.get("/metrics").text
-    assert metric(after, "inspyrenet_cancelled_requests_total") == metric(
-        before, "inspyrenet_cancelled_requests_total") + 1
+    assert (
+        metric(after, "inspyrenet_cancelled_requests_total")
+        == metric(before, "inspyrenet_cancelled_requests_total") + 1
+    )
     inference = "inspyrenet_stage_seconds_count"
     assert metric(after, inference, stage="inference") == metric(before, inference, stage="inference") + 2
 
@@ -146,8 +157,10 @@ def http_exchange(port: int, request: bytes) -> bytes:
 
 
 def test_a_body_that_does_not_arrive_in_time_gets_408(faults_server):
-    head = (f"POST {API} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: image/jpeg\r\n"
-            "Content-Length: 100000\r\n\r\n").encode()
+    head = (
+        f"POST {API} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: image/jpeg\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    ).encode()
     answer = http_exchange(faults_server.port, head + b"\xff\xd8" * 10)  # then nothing more
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"did not arrive within 2 s" in answer
@@ -182,8 +195,11 @@ def test_huge_headers_are_refused(faults_server, size):
 
 def test_a_second_image_part_is_refused(faults_server):
     data = photo_bytes()
-    response = httpx.post(faults_server.url + API, timeout=60,
-                          files=[("image", ("a.jpg", data, "image/jpeg")), ("image", ("b.jpg", data, "image/jpeg"))])
+    response = httpx.post(
+        faults_server.url + API,
+        timeout=60,
+        files=[("image", ("a.jpg", data, "image/jpeg")), ("image", ("b.jpg", data, "image/jpeg"))],
+    )
     assert response.status_code == 400 and "2 'image' parts" in response.json()["detail"]
 
 
@@ -197,8 +213,13 @@ def sixteen_bit_bomb() -> bytes:
 def test_a_40_mp_16_bit_png_is_served(faults_server):
     data = sixteen_bit_bomb()
     assert len(data) < 200_000
-    response = httpx.post(faults_server.url + API, content=data, headers={"Content-Type": "image/png"},
-                          params={"output": "mask", "max_size": "400"}, timeout=120)
+    response = httpx.post(
+        faults_server.url + API,
+        content=data,
+        headers={"Content-Type": "image/png"},
+        params={"output": "mask", "max_size": "400"},
+        timeout=120,
+    )
     assert decode(response).size == (400, 250)
 
 
@@ -206,8 +227,13 @@ def start_in_background(bundle: Path) -> tuple[subprocess.Popen, Path]:
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-{port}.log"
     env = {**os.environ, "PORT": str(port), "INSPYRENET_HOST": "127.0.0.1"}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--artifacts", str(bundle)],
-                               cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--artifacts", str(bundle)],
+        cwd=REPO,
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
     return process, log
 
 
@@ -249,8 +275,19 @@ def test_children_exit_when_the_main_process_is_killed(fast_bundle):
 def test_load_test_command_reports_back_pressure(fast_bundle, tmp_path):
     from tests.conftest import run_cli
 
-    result = run_cli("load-test", "--artifacts", str(fast_bundle), "--concurrency", "10", "--bodies", "2",
-                     "--body-mb", "2", "--out", str(tmp_path))
+    result = run_cli(
+        "load-test",
+        "--artifacts",
+        str(fast_bundle),
+        "--concurrency",
+        "10",
+        "--bodies",
+        "2",
+        "--body-mb",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "load.json").read_text())
     burst = report["burst"]
@@ -276,19 +313,19 @@ def test_a_worker_killed_during_start_up_is_reported_not_waited_for(fast_bundle)
 
 
 def test_an_unexpected_setup_error_is_reported_with_its_type(fast_bundle, monkeypatch):
-    from serving import runtime
-    from serving.api import CutoutAPI
-    from serving.settings import Settings
+    from serving.http import run_state
+    from serving.http.api import CutoutAPI
+    from serving.http.settings import Settings
 
     def broken_load(self, phases):
         raise MemoryError("cudaMalloc failed: out of memory")  # a kind LitServe would only call "failed to start"
 
-    runtime.prepare()
+    run_state.prepare()
     try:
         monkeypatch.setattr(CutoutAPI, "_load", broken_load)
         api = CutoutAPI(Settings(artifacts=fast_bundle), backends=["onnxruntime"], verified=set())
         with pytest.raises(MemoryError):
             api.setup("cpu")
-        assert runtime.worker_errors() == ["MemoryError: cudaMalloc failed: out of memory"]
+        assert run_state.worker_errors() == ["MemoryError: cudaMalloc failed: out of memory"]
     finally:
-        runtime.cleanup()
+        run_state.cleanup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,18 +15,56 @@ BLOCK_TORCH = "import sys; sys.modules['torch'] = None  # any 'import torch' now
 def run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code), *args],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
 
 
 def test_import_serving_does_not_import_torch():
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, serving, serving.bundle, serving.image, serving.backends, serving.storage;"
-         "print('torch' in sys.modules)"],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-c",
+            "import sys, serving, serving.bundle, serving.imaging.contract, serving.backends, serving.store.gcs;"
+            "print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_serving_command_never_imports_pipeline_or_torch():
+    """``inspyrenet-serve`` (serve, verify, pull, batch) is all serving code: the torch-free images start it."""
+    modules = (
+        "serving.cli",
+        "serving.http.server",
+        "serving.http.api",
+        "serving.http.gateway",
+        "serving.store.bundles",
+        "serving.batch.run",
+        "serving.backends.onnx_runtime",
+        "serving.backends.tensorrt",
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pipeline', 'torch'}))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    commands = subprocess.run([sys.executable, "-m", "serving.cli", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert {"serve", "verify", "pull", "batch"} <= set(re.findall(r"^  (\S+)", commands.stdout, re.MULTILINE))
 
 
 def test_onnxruntime_backend_runs_without_torch(fast_bundle):
@@ -34,7 +73,7 @@ def test_onnxruntime_backend_runs_without_torch(fast_bundle):
         from PIL import Image
         from serving.bundle import load_bundle
         from serving.backends import open_backend
-        from serving.image import preprocess, upsample_mask
+        from serving.imaging.contract import preprocess, upsample_mask
         bundle = load_bundle({str(fast_bundle)!r})
         backend = open_backend(bundle, bundle.artifact("onnxruntime"), device="cpu")
         mask = backend.infer(preprocess(Image.new("RGB", (50, 40), (200, 30, 30)), bundle.input_size))
@@ -62,9 +101,15 @@ def test_torchscript_backend_refuses_cleanly_without_torch(fast_bundle):
 
 def test_serving_command_imports_neither_torch_nor_pipeline():
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, serving.cli; print(sorted(m for m in sys.modules "
-         "if m.split('.')[0] in ('torch', 'pipeline', 'onnx', 'transparent_background')))"],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-c",
+            "import sys, serving.cli; print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('torch', 'pipeline', 'onnx', 'transparent_background')))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -77,10 +122,10 @@ def serve_command(*args: str) -> subprocess.CompletedProcess:
 
 def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_rest(fast_bundle, tmp_path):
     """What the image build runs: the bundle checked by the serving install, unservable files dropped."""
+    from serving.backends.selection import missing_files
     from serving.bundle import load_bundle
-    from serving.selection import missing_files
+    from serving.http.settings import Settings
     from serving.loading import preflight
-    from serving.settings import Settings
     from tests.test_build import linked_copy
 
     copy = linked_copy(fast_bundle, tmp_path / "bundle")
@@ -96,7 +141,7 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
     usable, verified = preflight(Settings(artifacts=copy, backend="auto", verify=False))
     assert usable[0] == "onnxruntime" and "torchscript" not in usable and not verified
     bundle = load_bundle(copy, verify=False)
-    missing = {a.label: missing_files(bundle, a) for a in bundle.artifacts}
+    missing = {a.name: missing_files(bundle, a) for a in bundle.artifacts}
     assert missing["torchscript"] == ["model.ts"] and missing["onnxruntime"] == []
 
 

@@ -6,16 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from serving.settings import Settings, SettingsError, describe
+from serving.http.settings import Settings, SettingsError, describe
 from tests.conftest import REPO
 
 
 def test_defaults_and_environment():
     assert Settings.from_env({}) == Settings()
-    settings = Settings.from_env({
-        "PORT": "9000", "INSPYRENET_WORKERS": "3", "INSPYRENET_CORS_ORIGINS": "https://a.example, https://b.example",
-        "INSPYRENET_VERIFY": "false", "INSPYRENET_ARTIFACTS": "/srv/bundle",
-    })
+    settings = Settings.from_env(
+        {
+            "PORT": "9000",
+            "INSPYRENET_WORKERS": "3",
+            "INSPYRENET_CORS_ORIGINS": "https://a.example, https://b.example",
+            "INSPYRENET_VERIFY": "false",
+            "INSPYRENET_ARTIFACTS": "/srv/bundle",
+        }
+    )
     assert settings.port == 9000 and settings.workers == 3 and settings.verify is False
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.artifacts == Path("/srv/bundle")

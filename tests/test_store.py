@@ -15,16 +15,14 @@ from tests.server_process import start_server
 def small_bundle(root: Path, payload: bytes = b"weights v1", created_at: str = "2026-11-28T10:00:00+00:00") -> Path:
     """A real bundle (written by the pipeline's writer) with a tiny artifact: the store cares about files."""
     from pipeline.bundle_writer import BundleWriter
-    from serving.bundle import BUNDLE_KIND, SCHEMA_VERSION
+    from serving.manifest import CheckpointRecord
+    from tests.toy_bundle import toy_manifest
 
     with BundleWriter(root) as writer:
         writer.path("model.onnx").write_bytes(payload)
         writer.path("model.onnx.data").write_bytes(payload * 3)
-        manifest = {
-            "kind": BUNDLE_KIND, "schema_version": SCHEMA_VERSION, "mode": "fast", "created_at": created_at,
-            "checkpoint": {"source": "synthetic:0", "sha256": "ab" * 32}, "input": {"shape": ["N", 3, 384, 384]},
-            "output": {}, "artifacts": [writer.artifact("model.onnx", "onnxruntime", "fp32", "any")],
-        }
+        manifest = toy_manifest([writer.artifact("model.onnx", "onnxruntime", "fp32", "any")], created_at=created_at)
+        manifest.checkpoint = CheckpointRecord(source="synthetic:0", sha256="ab" * 32)
         (writer.staging / "parity").mkdir()
         (writer.staging / "parity" / "report.json").write_text('{"passed": true}')
         writer.commit(manifest)
@@ -74,7 +72,7 @@ def test_published_tells_a_retried_build_what_is_already_there(bucket, tmp_path)
 def test_latest_moves_only_after_a_complete_upload(bucket, tmp_path):
     from google.cloud import storage
 
-    from serving.store import publish
+    from serving.store.bundles import publish
 
     prefix = f"gs://{bucket}/p"
     publish(small_bundle(tmp_path / "v1"), prefix)
@@ -94,7 +92,7 @@ def test_latest_moves_only_after_a_complete_upload(bucket, tmp_path):
 def test_tampered_remote_file_is_refused_and_target_kept(bucket, tmp_path):
     from google.cloud import storage
 
-    from serving.store import publish
+    from serving.store.bundles import publish
 
     version, _ = publish(small_bundle(tmp_path / "fast"), f"gs://{bucket}/t")
     target = small_bundle(tmp_path / "existing", b"the bundle already here")
@@ -119,7 +117,7 @@ def test_missing_bucket_or_version(bucket, tmp_path, uri, words):
 
 
 def test_server_starts_from_a_gs_uri_when_no_bundle_is_baked(bucket, fast_bundle, tmp_path, gcs_emulator):
-    from serving.store import publish
+    from serving.store.bundles import publish
 
     publish(fast_bundle, f"gs://{bucket}/served")
     env = {"INSPYRENET_ARTIFACTS_URI": f"gs://{bucket}/served/latest", "STORAGE_EMULATOR_HOST": gcs_emulator.url}
@@ -152,11 +150,24 @@ def test_pull_never_writes_outside_its_target(bucket, tmp_path, bad_name):
     assert not Path("/tmp/inspyrenet-absolute-escape.bin").exists() and not target.exists()
 
 
-@pytest.mark.parametrize(("name", "inside"), [
-    ("model.onnx", True), ("parity/report.json", True), ("parity/images/a.png", True),
-    ("../x", False), ("parity/../../x", False), ("/etc/passwd", False), ("a\\..\\x", False),
-    ("C:x", False), ("gs://b/x", False), ("", False), (".", False), ("a//b", False), ("linked/x", False),
-])
+@pytest.mark.parametrize(
+    ("name", "inside"),
+    [
+        ("model.onnx", True),
+        ("parity/report.json", True),
+        ("parity/images/a.png", True),
+        ("../x", False),
+        ("parity/../../x", False),
+        ("/etc/passwd", False),
+        ("a\\..\\x", False),
+        ("C:x", False),
+        ("gs://b/x", False),
+        ("", False),
+        (".", False),
+        ("a//b", False),
+        ("linked/x", False),
+    ],
+)
 def test_names_from_a_manifest_or_a_remote_listing_stay_inside(tmp_path, name, inside):
     """What pull applies to every name it will write (the emulator cleans '..' out of object names,
     so a listing with one cannot be made there)."""

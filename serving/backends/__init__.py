@@ -6,14 +6,19 @@ costs nothing and never imports torch.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
-from serving.bundle import Artifact, Bundle
+from serving.bundle import Bundle
+from serving.errors import UserError
+from serving.manifest import Artifact
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(UserError):
     """This machine cannot run the artifact; the message says why."""
 
 
@@ -22,7 +27,9 @@ class Backend(ABC):
 
     name: str = ""
 
-    def __init__(self, bundle: Bundle, artifact: Artifact):
+    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto", threads: int | None = None):
+        """Subclasses load the artifact on ``device``; ``threads`` caps one inference's CPU threads where the
+        runtime has such a setting."""
         self.bundle = bundle
         self.artifact = artifact
         self.max_batch = max(1, artifact.max_batch)
@@ -48,48 +55,82 @@ class Backend(ABC):
             "max_batch": self.max_batch,
         }
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: only runtimes that hold resources override it
         """Release the runtime's resources."""
 
 
-RUNTIME_MODULES = {
-    "onnxruntime": ("onnxruntime",),
-    "torchscript": ("torch",),
-    "tensorrt": ("tensorrt_lean", "tensorrt"),
-}
+@dataclass(frozen=True)
+class BackendSpec:
+    """One backend: the artifacts it runs, the runtime it needs, where its class lives."""
+
+    name: str
+    runtime_modules: tuple[str, ...]  # any one of them installed is enough
+    implementation: str  # "module:Class", imported only when an artifact is opened
+    machine_check: str | None = None  # "module:function(artifact) -> why not, or None", before loading
+
+    def load_class(self) -> type[Backend]:
+        module, _, attribute = self.implementation.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def runtime_problem(self) -> str | None:
+        if not any(importlib.util.find_spec(name) is not None for name in self.runtime_modules):
+            return f"{' or '.join(self.runtime_modules)} is not installed"
+        return None
+
+    def machine_problem(self, artifact: Artifact) -> str | None:
+        if self.machine_check is None:
+            return None
+        module, _, attribute = self.machine_check.partition(":")
+        return getattr(importlib.import_module(module), attribute)(artifact)
 
 
-def runtime_missing(artifact: Artifact) -> str | None:
+# Every backend, fastest first: the order ``auto`` tries a bundle's artifacts in.
+REGISTRY: tuple[BackendSpec, ...] = (
+    BackendSpec(
+        "tensorrt",
+        ("tensorrt_lean", "tensorrt"),
+        "serving.backends.tensorrt:TensorRTBackend",
+        machine_check="serving.backends.tensorrt:machine_problem",
+    ),
+    BackendSpec("onnxruntime", ("onnxruntime",), "serving.backends.onnx_runtime:OnnxRuntimeBackend"),
+    BackendSpec("torchscript", ("torch",), "serving.backends.torchscript:TorchScriptBackend"),
+)
+BACKEND_NAMES: tuple[str, ...] = tuple(spec.name for spec in REGISTRY)
+
+
+def spec_for(name: str) -> BackendSpec | None:
+    return next((spec for spec in REGISTRY if spec.name == name), None)
+
+
+def preference(name: str) -> int:
+    """Rank of a backend in ``auto``'s order (unknown names last)."""
+    return BACKEND_NAMES.index(name) if name in BACKEND_NAMES else len(BACKEND_NAMES)
+
+
+def runtime_problem(artifact: Artifact) -> str | None:
     """Why this machine cannot even try the artifact (its runtime is not installed), without importing it."""
-    import importlib.util
-
-    modules = RUNTIME_MODULES.get(artifact.backend)
-    if modules is None:
+    spec = spec_for(artifact.backend)
+    if spec is None:
         return f"no backend implementation for {artifact.backend!r} artifacts"
-    if not any(importlib.util.find_spec(name) is not None for name in modules):
-        return f"{' or '.join(modules)} is not installed"
-    return None
+    return spec.runtime_problem()
 
 
-def cannot_run(artifact: Artifact) -> str | None:
+def run_problem(artifact: Artifact) -> str | None:
     """Why this machine cannot run the artifact, as far as can be told before loading it.
 
     For TensorRT that includes the engine's target against this GPU and
     runtime (no CUDA context is created, the plan is not read).
     """
-    reason = runtime_missing(artifact)
-    if reason is None and artifact.backend == "tensorrt":
-        from serving.backends.tensorrt import machine_problem
-
-        reason = machine_problem(artifact)
-    return reason
+    spec = spec_for(artifact.backend)
+    if spec is None:
+        return f"no backend implementation for {artifact.backend!r} artifacts"
+    return spec.runtime_problem() or spec.machine_problem(artifact)
 
 
 def import_runtime(artifact: Artifact) -> None:
     """Import the artifact's runtime (the slow part of loading a backend, timed on its own)."""
-    import importlib
-
-    for name in RUNTIME_MODULES.get(artifact.backend, ()):
+    spec = spec_for(artifact.backend)
+    for name in spec.runtime_modules if spec else ():
         try:
             importlib.import_module(name)
             return
@@ -101,20 +142,13 @@ def open_backend(bundle: Bundle, artifact: Artifact, device: str = "auto", threa
     """Load ``artifact`` with its runtime on ``device`` (auto | cpu | cuda).
 
     ``threads``: CPU threads one inference may use (ONNX Runtime's intra-op
-    threads; None: the runtime's default, every core). The other runtimes
-    ignore it.
+    threads; None: the runtime's default, every core). Runtimes without such a
+    setting ignore it.
 
     Raises BackendUnavailable when this machine lacks the runtime or device.
     The caller verifies the artifact's files first.
     """
-    if artifact.backend == "onnxruntime":
-        from serving.backends.onnx_runtime import OnnxRuntimeBackend as cls
-    elif artifact.backend == "torchscript":
-        from serving.backends.torchscript import TorchScriptBackend as cls
-    elif artifact.backend == "tensorrt":
-        from serving.backends.tensorrt import TensorRTBackend as cls
-    else:
+    spec = spec_for(artifact.backend)
+    if spec is None:
         raise BackendUnavailable(f"no backend implementation for {artifact.backend!r} artifacts")
-    if artifact.backend == "onnxruntime":
-        return cls(bundle, artifact, device, threads=threads)
-    return cls(bundle, artifact, device)
+    return spec.load_class()(bundle, artifact, device, threads=threads)

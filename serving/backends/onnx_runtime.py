@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from serving.backends import Backend, BackendUnavailable
-from serving.bundle import Artifact, Bundle
+from serving.bundle import Bundle
+from serving.manifest import Artifact
 
 
 class OnnxRuntimeBackend(Backend):

@@ -17,12 +17,14 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from typing import Any
 
 import numpy as np
 
 from serving.backends import Backend, BackendUnavailable
-from serving.bundle import Artifact, Bundle
-from serving.tensorrt_target import Machine, incompatibility
+from serving.backends.tensorrt_target import Machine, target_problem
+from serving.bundle import Bundle
+from serving.manifest import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,9 @@ def import_cudart():
         try:
             from cuda import cudart  # cuda-python before 12.6
         except ImportError:
-            raise BackendUnavailable("the CUDA runtime bindings (cuda-python / cuda-bindings) are not installed") from None
+            raise BackendUnavailable(
+                "the CUDA runtime bindings (cuda-python / cuda-bindings) are not installed"
+            ) from None
     return cudart
 
 
@@ -72,7 +76,7 @@ def probe(artifact: Artifact):
     cudart = import_cudart()
     cc, gpu_name = gpu_identity(cudart)
     machine = Machine(runtime_name, str(trt.__version__), cc, gpu_name if cc else "")
-    return trt, runtime_name, cudart, incompatibility(artifact.target or {}, machine)
+    return trt, runtime_name, cudart, target_problem(artifact.target or {}, machine)
 
 
 def machine_problem(artifact: Artifact) -> str | None:
@@ -86,7 +90,7 @@ def machine_problem(artifact: Artifact) -> str | None:
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto"):
+    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto", threads: int | None = None):
         super().__init__(bundle, artifact)
         if device == "cpu":
             raise BackendUnavailable("TensorRT runs on a CUDA GPU, and the cpu device was asked for")
@@ -100,7 +104,7 @@ class TensorRTBackend(Backend):
         self._host: list[int] = []
         self._graphs: dict[int, object] = {}
         self._use_graphs = os.environ.get("INSPYRENET_TRT_CUDA_GRAPHS", "1") != "0"
-        self.stream = None
+        self.stream: Any = None
         self._check(cudart.cudaSetDevice(0), "select the GPU")
 
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
@@ -119,7 +123,7 @@ class TensorRTBackend(Backend):
 
     @staticmethod
     def _io_names(artifact: Artifact) -> tuple[str, str]:
-        io = artifact.record.get("io") or {}
+        io = artifact.io or {}
         return io.get("input", {}).get("name", "image"), io.get("output", {}).get("name", "mask")
 
     def _check(self, result, what: str):

@@ -7,13 +7,14 @@ import warnings
 import numpy as np
 
 from serving.backends import Backend, BackendUnavailable
-from serving.bundle import Artifact, Bundle
+from serving.bundle import Bundle
+from serving.manifest import Artifact
 
 
 class TorchScriptBackend(Backend):
     name = "torchscript"
 
-    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto"):
+    def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto", threads: int | None = None):
         super().__init__(bundle, artifact)
         try:
             import torch

@@ -5,6 +5,8 @@ reads and writes (local folder or Cloud Storage, with a record per output),
 ``run`` is the pipeline.
 """
 
+from serving.errors import UserError
 
-class BatchError(Exception):
+
+class BatchError(UserError):
     """The batch cannot start or cannot go on (SRC, DST, storage, the model); the message is one line."""

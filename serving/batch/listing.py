@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Mapping
+
+from serving.errors import UserError
 
 # Images by extension (any case). A file without an extension is a candidate too: its content
 # decides (a scanner's or a camera's dump often has none). Other files are not looked at.
@@ -20,7 +22,7 @@ OUTPUT_EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
 _SHARD = re.compile(r"^(\d{1,6})/(\d{1,6})$")
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A shard specification that cannot be used; the message says which and why."""
 
 

@@ -25,11 +25,11 @@ import os
 import threading
 from pathlib import Path
 
+from serving.atomic_files import write_bytes_atomic, write_json_atomic
 from serving.batch import BatchError
 from serving.batch.listing import Source
 from serving.bundle import is_inside
-from serving.files import write_bytes_atomic, write_json_atomic
-from serving.storage import GsUri, StorageError, client, parse_gs_uri, storage_call
+from serving.store.gcs import GsUri, StorageError, client, parse_gs_uri, storage_call
 
 STATE_DIR = ".inspyrenet-batch"
 
@@ -45,8 +45,13 @@ class SourceUnreadable(Exception):
 def safe_relative(path: str) -> bool:
     """A relative POSIX path of plain names: nothing a remote listing could use to leave a folder."""
     parts = path.split("/")
-    return bool(path) and "\\" not in path and "\0" not in path and not path.startswith("/") and not any(
-        part in ("", ".", "..") for part in parts)
+    return (
+        bool(path)
+        and "\\" not in path
+        and "\0" not in path
+        and not path.startswith("/")
+        and not any(part in ("", ".", "..") for part in parts)
+    )
 
 
 def _hidden(path: str) -> bool:
@@ -151,8 +156,10 @@ class GcsPrefix:
 
     def _list(self, prefix: str):
         start = f"{prefix}/" if prefix else ""
-        return storage_call(self.uri, lambda: [
-            (blob.name[len(start):], blob) for blob in client().list_blobs(self.uri.bucket, prefix=start)])
+        return storage_call(
+            self.uri,
+            lambda: [(blob.name[len(start) :], blob) for blob in client().list_blobs(self.uri.bucket, prefix=start)],
+        )
 
     def check_source(self) -> None:
         bucket = storage_call(self.uri, lambda: client().lookup_bucket(self.uri.bucket))
@@ -165,9 +172,11 @@ class GcsPrefix:
         A name that is not a plain relative path (``..``, empty parts) is
         listed too; the batch refuses it as failed, with the reason.
         """
-        return [Source(relative, blob.size or 0, str(blob.generation))
-                for relative, blob in self._list(self.uri.name)
-                if relative and not relative.endswith("/") and not _hidden(relative)]
+        return [
+            Source(relative, blob.size or 0, str(blob.generation))
+            for relative, blob in self._list(self.uri.name)
+            if relative and not relative.endswith("/") and not _hidden(relative)
+        ]
 
     def read(self, source: Source) -> tuple[bytes, str]:
         """The listed generation's bytes (the client checks their checksum) and that generation."""
@@ -209,8 +218,14 @@ class GcsPrefix:
     def write_summary(self, name: str, summary: dict) -> str:
         uri = self.uri.child(STATE_DIR, name)
         data = (json.dumps(summary, indent=2) + "\n").encode()
-        storage_call(uri, lambda: self._bucket().blob(uri.name).upload_from_string(
-            data, content_type="application/json", checksum="crc32c"))
+        storage_call(
+            uri,
+            lambda: (
+                self._bucket()
+                .blob(uri.name)
+                .upload_from_string(data, content_type="application/json", checksum="crc32c")
+            ),
+        )
         return str(uri)
 
 

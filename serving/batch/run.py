@@ -8,8 +8,8 @@ The flow, per task of a Cloud Run Job (or one local run)::
       -> post-process + encode + write with its record   (``workers`` threads, bounded)
     -> summary JSON under DST/.inspyrenet-batch/ and on stdout
 
-Decoding, post-processing and encoding are ``serving.image`` and
-``serving.cutout``, the functions the API runs, so an output is byte-for-byte
+Decoding, post-processing and encoding are ``serving.imaging.contract`` and
+``serving.imaging.cutout``, the functions the API runs, so an output is byte-for-byte
 the API's answer for the same image and parameters (at the same batch size:
 see ``default_batch_size``). Memory is bounded by the windows, not by the
 number of images. An image that cannot be used is listed with its reason and
@@ -35,16 +35,22 @@ import numpy as np
 
 from serving.backends import Backend
 from serving.batch.listing import (
-    Shard, Source, collisions, images, listing_digest, output_path, take_shard,
+    Shard,
+    Source,
+    collisions,
+    images,
+    listing_digest,
+    output_path,
+    take_shard,
 )
 from serving.batch.locations import LocationError, SourceUnreadable, open_location, overlap, safe_relative
 from serving.bundle import load_bundle
-from serving.cutout import cutout_pixels, encode
-from serving.image import ImageError, UnsupportedImage, decode_image, preprocess
+from serving.http.params import CutoutParams
+from serving.http.settings import Settings
+from serving.imaging.contract import ImageError, UnsupportedImage, decode_image, preprocess
+from serving.imaging.cutout import cutout_pixels, encode
 from serving.loading import load_warm_backend, one_line, preflight
 from serving.logs import log
-from serving.params import CutoutParams
-from serving.settings import Settings
 
 SUMMARY_NAME = "summary-task-{index}-of-{count}.json"
 PROGRESS_SECONDS = 10.0
@@ -119,8 +125,7 @@ def default_batch_size(backend: Backend) -> int:
 
 def fingerprint(path: str, version: str, params: CutoutParams, model: str) -> str:
     """What an output depends on: the source (path and version), the parameters and the model."""
-    text = json.dumps({"source": path, "version": version, "params": params.to_dict(), "model": model},
-                      sort_keys=True)
+    text = json.dumps({"source": path, "version": version, "params": params.to_dict(), "model": model}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -134,10 +139,17 @@ class Progress:
         self.last = 0.0
         self.bar = None
         if self.interactive:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
 
-            self.bar = Bar("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                           transient=True, redirect_stderr=False)
+            self.bar = Bar(
+                "{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+                redirect_stderr=False,
+            )
             self.bar.start()
             self.task = self.bar.add_task(label, total=tally.assigned)
 
@@ -154,9 +166,16 @@ class Progress:
 
     def line(self) -> None:
         tally = self.tally
-        log("batch progress", task=self.label, finished=tally.finished, of=tally.assigned,
-            done=tally.done, skipped=tally.skipped, failed=len(tally.failed),
-            seconds=round(time.monotonic() - self.started, 1))
+        log(
+            "batch progress",
+            task=self.label,
+            finished=tally.finished,
+            of=tally.assigned,
+            done=tally.done,
+            skipped=tally.skipped,
+            failed=len(tally.failed),
+            seconds=round(time.monotonic() - self.started, 1),
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -173,15 +192,16 @@ class BatchRun:
         self.source = open_location(options.source)
         self.destination = open_location(options.destination)
         if overlap(self.source, self.destination):
-            raise LocationError(f"{self.source} and {self.destination} overlap: outputs would be read as "
-                                "images, or overwrite them; choose a DST outside SRC")
+            raise LocationError(
+                f"{self.source} and {self.destination} overlap: outputs would be read as "
+                "images, or overwrite them; choose a DST outside SRC"
+            )
         self.workers = options.workers or min(8, os.cpu_count() or 2)
         self.lanes = options.cpu_lanes
         # More than one lane: each inference gets its share of the cores (ONNX Runtime's threads).
         self.threads = max(1, len(os.sched_getaffinity(0)) // self.lanes) if self.lanes > 1 else None
         self.bundle = load_bundle(settings.artifacts, verify=False)
-        checkpoint = self.bundle.manifest.get("checkpoint", {})
-        self.model = f"{self.bundle.mode}-{str(checkpoint.get('sha256', ''))[:12]}"
+        self.model = f"{self.bundle.mode}-{self.bundle.manifest.checkpoint.sha256[:12]}"
         self.params_text = json.dumps(self.params.to_dict(), sort_keys=True)
 
     # -- the plan ----------------------------------------------------------
@@ -208,8 +228,11 @@ class BatchRun:
         if source.version and self._done(output, path, source.version):  # Cloud Storage: no download needed
             return Outcome(path, "skipped")
         if source.size > self.settings.max_body_bytes:
-            return Outcome(path, "failed", f"{source.size} bytes, over the limit of {self.settings.max_body_bytes} "
-                                           "(INSPYRENET_MAX_BODY_BYTES)")
+            return Outcome(
+                path,
+                "failed",
+                f"{source.size} bytes, over the limit of {self.settings.max_body_bytes} (INSPYRENET_MAX_BODY_BYTES)",
+            )
         try:
             data, version = self.source.read(source)
         except SourceUnreadable as exc:
@@ -237,14 +260,16 @@ class BatchRun:
 
     def _done(self, output: str, path: str, version: str) -> bool:
         record = self.destination.record(output)
-        return bool(record) and record.get("inspyrenet-fingerprint") == fingerprint(
-            path, version, self.params, self.model)
+        return record is not None and record.get("inspyrenet-fingerprint") == fingerprint(
+            path, version, self.params, self.model
+        )
 
     def finish(self, item: Prepared, mask: np.ndarray, backend_label: str) -> Outcome:
         pixels, _ = cutout_pixels(item.image, mask, self.params, self.settings.refine_max_pixels)
         body = encode(pixels, self.params.format, self.params.quality)
-        self.destination.write(item.output, body, self.params.media_type,
-                               {**item.record, "inspyrenet-backend": backend_label})
+        self.destination.write(
+            item.output, body, self.params.media_type, {**item.record, "inspyrenet-backend": backend_label}
+        )
         return Outcome(item.source.path, "done")
 
     # -- the pipeline ------------------------------------------------------
@@ -261,12 +286,15 @@ class BatchRun:
         progress = Progress(tally, f"task {shard}", interactive)
         phases: dict[str, float] = {}
         state: dict[str, Any] = {}
-        with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
-                ThreadPoolExecutor(self.workers, thread_name_prefix="read") as readers, \
-                ThreadPoolExecutor(self.workers, thread_name_prefix="write") as writers:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="load") as loader,
+            ThreadPoolExecutor(self.workers, thread_name_prefix="read") as readers,
+            ThreadPoolExecutor(self.workers, thread_name_prefix="write") as writers,
+        ):
             # The model loads while the first images are read and decoded.
-            loading = loader.submit(load_warm_backend, self.settings, usable, verified, self._warm_sizes, phases,
-                                    self.threads)
+            loading = loader.submit(
+                load_warm_backend, self.settings, usable, verified, self._warm_sizes, phases, self.threads
+            )
             try:
                 self._pipeline(mine, clashes, loading, readers, writers, tally, progress, state)
             except BaseException:
@@ -299,9 +327,17 @@ class BatchRun:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
         }
 
-    def _pipeline(self, mine: list[Source], clashes: dict[str, str], loading: Future,
-                  readers: ThreadPoolExecutor, writers: ThreadPoolExecutor, tally: Tally, progress: Progress,
-                  state: dict[str, Any]) -> None:
+    def _pipeline(
+        self,
+        mine: list[Source],
+        clashes: dict[str, str],
+        loading: Future,
+        readers: ThreadPoolExecutor,
+        writers: ThreadPoolExecutor,
+        tally: Tally,
+        progress: Progress,
+        state: dict[str, Any],
+    ) -> None:
         pending = iter(mine)
         window: deque[Future] = deque()
         errors: list[BaseException] = []  # from the lanes and writers; the first one stops the task
@@ -321,8 +357,9 @@ class BatchRun:
 
         def written(future: Future) -> None:
             write_slots.release()
-            if future.exception() is not None:
-                errors.append(future.exception())
+            error = future.exception()
+            if error is not None:
+                errors.append(error)
             else:
                 record(future.result())
 
@@ -342,8 +379,9 @@ class BatchRun:
 
             def lane_done(future: Future) -> None:
                 lane_slots.release()
-                if future.exception() is not None:
-                    errors.append(future.exception())
+                error = future.exception()
+                if error is not None:
+                    errors.append(error)
 
             while window and not errors:
                 batch: list[Prepared] = []

@@ -1,0 +1,1 @@
+"""Benchmarks run on this machine: serve vs the baseline, load test, batch vs serve."""

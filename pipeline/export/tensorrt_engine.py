@@ -1,0 +1,421 @@
+"""Compile the fp16-with-fp32-islands ONNX graph into a TensorRT engine, without torch.
+
+The L4 route. Cloud Run's L4 runs a CUDA 12 driver (535 series), so the engine
+comes from TensorRT's own CUDA 12 builder (``tensorrt-cu12``, pinned to the
+version of the serving image's lean runtime in constraints/cuda12.txt): its
+ONNX parser reads ``model.fp16.onnx`` (exported on the CPU with the rest of
+the bundle), into a strongly typed network, so the engine has exactly the
+graph's precisions: fp16 with explicit fp32 islands. The plan is
+version-compatible with the lean runtime excluded (the serving image ships
+that runtime, at the same version), TF32 is off so the fp32 islands keep
+their 23-bit mantissas, the batch is dynamic (1..max_batch), profiling
+verbosity is DETAILED (the inspector then reports every layer's types) and
+the timing cache persists between builds.
+
+The built engine is inspected before it is accepted: its I/O must be the
+bundle's contract and its convolutions must really run in fp16.
+
+Everything except ``compile_engine`` and ``describe_engine`` runs without
+TensorRT and a GPU, and is tested on CPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import BuildError
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "mask"
+# Convolutions carry most of InSPyReNet's work. In the fp16 graph 195 of the 210
+# ONNX Conv nodes have fp16 weights (the rest are fp32 islands: SICA's key/value
+# convolutions on the fp32 context). An engine below this share of fp16
+# convolutions was not really built in half precision.
+MIN_FP16_CONV_SHARE = 0.75
+MIN_FP16_LAYER_SHARE = 0.5  # used only when the inspector names no convolution layer
+# Layers that only move or convert data: their types say nothing about the compute precision.
+BOOKKEEPING_LAYERS = {"reformat", "noop", "shuffle", "constant", "identity", "cast", "slice", "concatenation"}
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    hardware_compatible: bool = False
+    optimization_level: int = 3
+    workspace_gib: float = 4.0
+    max_batch: int = 4
+    opt_batch: int = 1
+    timing_cache: Path | None = None
+
+
+def builder_problem() -> str | None:
+    """Why this machine cannot build a TensorRT engine, or None if it can (no torch involved)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the TensorRT builder (tensorrt-cu12) is not installed"
+    try:
+        trt = importlib.import_module("tensorrt")
+    except Exception as exc:  # broken installs raise anything from OSError to RuntimeError
+        return f"the TensorRT builder does not import: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    if not hasattr(trt, "Builder") or not hasattr(trt, "OnnxParser"):
+        return "the installed tensorrt package has no builder or ONNX parser (a lean or dispatch runtime?)"
+    from serving.backends import BackendUnavailable
+    from serving.backends.tensorrt import gpu_identity, import_cudart
+
+    try:
+        cc, why = gpu_identity(import_cudart())
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None if cc else f"no CUDA GPU is visible ({why})"
+
+
+def gpu_slug(name: str) -> str:
+    """'NVIDIA L4' -> 'nvidia-l4' (for the engine's file name)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def engine_file(gpu_name: str, hardware_compatible: bool) -> str:
+    return f"model.{'ampere-plus' if hardware_compatible else gpu_slug(gpu_name)}.fp16.plan"
+
+
+def default_timing_cache(cache_root: Path, gpu_name: str, tensorrt_version: str) -> Path:
+    return cache_root / "tensorrt" / f"timing-{gpu_slug(gpu_name)}-trt{tensorrt_version}.cache"
+
+
+def gpu_name() -> str:
+    """The name of CUDA device 0 (from the CUDA runtime bindings, no torch)."""
+    from serving.backends.tensorrt import gpu_identity, import_cudart
+
+    cc, name = gpu_identity(import_cudart())
+    if cc is None:
+        raise BuildError(f"no CUDA GPU is visible ({name})")
+    return name
+
+
+def with_default_timing_cache(options: TensorRTOptions, cache_root: Path) -> TensorRTOptions:
+    """``options`` with the per-GPU, per-TensorRT-version timing cache when none was given."""
+    if options.timing_cache is not None:
+        return options
+    import tensorrt as trt
+
+    return replace(options, timing_cache=default_timing_cache(cache_root, gpu_name(), trt.__version__))
+
+
+def builder_settings(options: TensorRTOptions, size: tuple[int, int]) -> dict[str, Any]:
+    """What the builder is asked for, as plain data (recorded in the manifest, applied by compile_engine)."""
+    height, width = size
+    if not 1 <= options.opt_batch <= options.max_batch:
+        raise BuildError(f"TensorRT opt batch {options.opt_batch} is outside 1..{options.max_batch}")
+    return {
+        "network": "strongly typed (ONNX parser)",
+        "set_flags": ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"],
+        "cleared_flags": ["TF32"],
+        "profiling_verbosity": "DETAILED",
+        "hardware_compatibility_level": "AMPERE_PLUS" if options.hardware_compatible else "NONE",
+        "builder_optimization_level": options.optimization_level,
+        "workspace_bytes": int(options.workspace_gib * 2**30),
+        "profile": {
+            INPUT_NAME: {
+                "min": [1, 3, height, width],
+                "opt": [options.opt_batch, 3, height, width],
+                "max": [options.max_batch, 3, height, width],
+            }
+        },
+        "timing_cache": str(options.timing_cache) if options.timing_cache else None,
+    }
+
+
+def _flag(trt, enum_name: str, member: str):
+    """A TensorRT enum member, or None where this TensorRT version does not have it."""
+    return getattr(getattr(trt, enum_name), member, None)
+
+
+def compile_engine(onnx_path: Path, settings: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """Parse the ONNX graph and build the serialized plan; returns it and what was applied.
+
+    Needs the TensorRT builder and a CUDA GPU (unexecuted on the development machines).
+    """
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    strongly_typed = _flag(trt, "NetworkDefinitionCreationFlag", "STRONGLY_TYPED")
+    # TensorRT 11 networks are always strongly typed (the flag is accepted and ignored);
+    # on 10.x it must be asked for.
+    network = builder.create_network(1 << int(strongly_typed) if strongly_typed is not None else 0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):  # reads the external data file next to it
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no detail"
+        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    applied: dict[str, Any] = {"set_flags": [], "cleared_flags": [], "missing_flags": []}
+    for name in settings["set_flags"]:
+        flag = _flag(trt, "BuilderFlag", name)
+        if flag is None:
+            raise BuildError(f"this TensorRT ({trt.__version__}) has no BuilderFlag.{name}")
+        config.set_flag(flag)
+        applied["set_flags"].append(name)
+    for name in settings["cleared_flags"]:
+        flag = _flag(trt, "BuilderFlag", name)
+        if flag is None:  # nothing to clear: this version never uses it
+            applied["missing_flags"].append(name)
+            continue
+        config.clear_flag(flag)
+        applied["cleared_flags"].append(name)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    config.builder_optimization_level = settings["builder_optimization_level"]
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings["workspace_bytes"])
+    level = _flag(trt, "HardwareCompatibilityLevel", settings["hardware_compatibility_level"])
+    if level is None:
+        raise BuildError(
+            f"this TensorRT has no hardware compatibility level {settings['hardware_compatibility_level']}"
+        )
+    config.hardware_compatibility_level = level
+    profile = builder.create_optimization_profile()
+    for name, shapes in settings["profile"].items():
+        profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    cache_path = Path(settings["timing_cache"]) if settings.get("timing_cache") else None
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BuildError("TensorRT failed to build the engine (see the TensorRT log lines above)")
+    if cache_path is not None:
+        from serving.atomic_files import write_bytes_atomic
+
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    return bytes(plan), applied
+
+
+def describe_engine(plan: bytes, size: tuple[int, int], opt_batch: int = 1) -> dict[str, Any]:
+    """I/O tensors and the inspector's per-layer information (needs TensorRT and a GPU)."""
+    import tensorrt as trt
+
+    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise BuildError("the TensorRT engine just built does not deserialise")
+    io = {}
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        entry = {
+            "name": name,
+            "dtype": tensor_dtype(str(engine.get_tensor_dtype(name))),
+            "shape": list(engine.get_tensor_shape(name)),
+        }
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            low, opt, high = engine.get_tensor_profile_shape(name, 0)
+            entry.update(min_shape=list(low), opt_shape=list(opt), max_shape=list(high))
+            io["input"] = entry
+        else:
+            io["output"] = entry
+    context = engine.create_execution_context()
+    context.set_input_shape(io["input"]["name"], (opt_batch, 3, *size))
+    inspector = engine.create_engine_inspector()
+    inspector.execution_context = context
+    layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    return {"io": io, "layers": layers}
+
+
+def tensor_dtype(text: str) -> str:
+    """'DataType.FLOAT' -> 'float32', 'DataType.HALF' -> 'float16', 'DataType.BF16' -> 'bfloat16'."""
+    name = text.split(".")[-1].lower()
+    return {
+        "float": "float32",
+        "half": "float16",
+        "bf16": "bfloat16",
+        "int8": "int8",
+        "int32": "int32",
+        "int64": "int64",
+        "bool": "bool",
+    }.get(name, name)
+
+
+def io_problem(io: dict[str, Any], size: tuple[int, int], max_batch: int) -> str | None:
+    """Whether the engine's I/O is the fixed contract: image float32 (1..N,3,H,W) -> mask float32 (N,1,H,W)."""
+    height, width = size
+    expected = {
+        ("input", "name"): INPUT_NAME,
+        ("input", "dtype"): "float32",
+        ("output", "name"): OUTPUT_NAME,
+        ("output", "dtype"): "float32",
+        ("input", "min_shape"): [1, 3, height, width],
+        ("input", "max_shape"): [max_batch, 3, height, width],
+    }
+    for (side, field), want in expected.items():
+        have = io.get(side, {}).get(field)
+        if have != want:
+            return f"engine {side} {field} is {have!r}, expected {want!r}"
+    return None
+
+
+def datatype(text: str) -> str | None:
+    """The precision an inspector type or format string names ('Half', 'FP16 format ...', 'BFloat16', ...)."""
+    text = text.lower()
+    if "bf16" in text or "bfloat" in text:  # before 'float', which it contains
+        return "bf16"
+    if "fp16" in text or "half" in text or "float16" in text:
+        return "fp16"
+    if "fp32" in text or "float" in text:
+        return "fp32"
+    if "int8" in text:
+        return "int8"
+    if "fp8" in text:
+        return "fp8"
+    return None
+
+
+def tensor_precision(tensor: Any) -> str | None:
+    """A layer input's or output's precision: TensorRT 11's 'DataType' field, or 10.x's 'Format/Datatype'."""
+    if not isinstance(tensor, dict):
+        return None
+    for key in ("DataType", "Format/Datatype", "Format/DataType", "Format"):
+        if key in tensor:
+            found = datatype(str(tensor[key]))
+            if found:
+                return found
+    return None
+
+
+def layer_precision(layer: dict[str, Any], convolution: bool) -> str | None:
+    """The precision a layer computes in.
+
+    Judged by what goes in, not what comes out: TensorRT fuses a following cast
+    into a convolution, so a convolution that reads fp16 and fp16 weights can
+    write fp32 (about half of InSPyReNet's convolutions feed an fp32 island).
+    A convolution is judged by its data input, then its weights; any other
+    layer (a Myelin region, a fused kernel) is fp16 when any input is.
+    """
+    inputs = [tensor_precision(t) for t in layer.get("Inputs", [])]
+    if convolution:
+        if inputs and inputs[0]:
+            return inputs[0]
+        weights = layer.get("Weights")
+        if isinstance(weights, dict) and datatype(str(weights.get("Type", ""))):
+            return datatype(str(weights["Type"]))
+    elif any(p == "fp16" for p in inputs):
+        return "fp16"
+    elif any(inputs):
+        return next(p for p in inputs if p)
+    outputs = [tensor_precision(t) for t in layer.get("Outputs", [])]
+    return next((p for p in outputs if p), None)
+
+
+def is_convolution(layer: dict[str, Any]) -> bool:
+    kind = f"{layer.get('LayerType', '')} {layer.get('ParameterType', '')}".lower()
+    return "convolution" in kind or "conv" in kind.split()
+
+
+def precision_summary(information: dict[str, Any]) -> dict[str, Any]:
+    """Count compute layers by precision (judged by their inputs), and convolution layers separately."""
+    layers = information.get("Layers", [])
+    counts: dict[str, int] = {}
+    conv: dict[str, int] = {}
+    unknown = 0
+    for layer in layers:
+        if not isinstance(layer, dict):
+            unknown += 1  # LAYER_NAMES_ONLY verbosity gives bare names
+            continue
+        kind = str(layer.get("LayerType", "")).lower()
+        if kind in BOOKKEEPING_LAYERS:
+            continue
+        convolution = is_convolution(layer)
+        precision = layer_precision(layer, convolution)
+        if precision is None:
+            unknown += 1
+            continue
+        counts[precision] = counts.get(precision, 0) + 1
+        if convolution:
+            conv[precision] = conv.get(precision, 0) + 1
+    return {
+        "layers": len(layers),
+        "by_precision": counts,
+        "convolutions": conv,
+        "without_precision": unknown,
+        "judged_by": "layer inputs (convolutions: data input, then weights)",
+    }
+
+
+def fp16_problem(summary: dict[str, Any]) -> str | None:
+    """Why the inspected engine is not really fp16, or None when it is."""
+    counts, conv = summary["by_precision"], summary["convolutions"]
+    if not counts:
+        return (
+            f"the engine inspector reported no layer precisions ({summary['layers']} layers): "
+            "cannot confirm the engine is fp16"
+        )
+    if conv:
+        share = conv.get("fp16", 0) / sum(conv.values())
+        if share < MIN_FP16_CONV_SHARE:
+            return (
+                f"only {share:.0%} of the engine's convolution layers read fp16 ({conv}); "
+                f"expected at least {MIN_FP16_CONV_SHARE:.0%}: the build fell back to fp32"
+            )
+        return None
+    share = counts.get("fp16", 0) / sum(counts.values())
+    if share < MIN_FP16_LAYER_SHARE:
+        return (
+            f"only {share:.0%} of the engine's compute layers read fp16 ({counts}); "
+            f"expected at least {MIN_FP16_LAYER_SHARE:.0%}: the build fell back to fp32"
+        )
+    return None
+
+
+def build_target(options: TensorRTOptions) -> dict[str, Any]:
+    """The manifest's ``target``: the GPU, TensorRT and CUDA the engine was built on and for."""
+    import tensorrt as trt
+
+    from serving.backends.tensorrt import gpu_identity, import_cudart
+
+    cudart = import_cudart()
+    cc, gpu_name = gpu_identity(cudart)
+    _, runtime_version = cudart.cudaRuntimeGetVersion()
+    _, driver_version = cudart.cudaDriverGetVersion()
+    return {
+        "gpu_name": gpu_name,
+        "compute_capability": f"{cc[0]}.{cc[1]}" if cc else None,
+        "hardware_compatibility": "ampere+" if options.hardware_compatible else "none",
+        "version_compatible": True,
+        "lean_runtime_excluded": True,
+        "tensorrt_version": str(trt.__version__),
+        "cuda_runtime_version": f"{runtime_version // 1000}.{runtime_version % 1000 // 10}",
+        "cuda_driver_version": f"{driver_version // 1000}.{driver_version % 1000 // 10}",
+        "strongly_typed": True,
+        "tf32": False,
+        "optimization_level": options.optimization_level,
+        "workspace_bytes": int(options.workspace_gib * 2**30),
+    }
+
+
+def build(onnx_path: Path, size: tuple[int, int], options: TensorRTOptions, path: Path) -> dict[str, Any]:
+    """Compile, inspect and write the engine to ``path``; return its manifest fields (minus file/sha)."""
+    settings = builder_settings(options, size)
+    try:
+        plan, applied = compile_engine(onnx_path, settings)
+    except BuildError:
+        raise
+    except Exception as exc:  # TensorRT raises many error types
+        raise BuildError(f"TensorRT engine build failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    description = describe_engine(plan, size, options.opt_batch)
+    problem = io_problem(description["io"], size, options.max_batch)
+    if problem:
+        raise BuildError(f"TensorRT engine has the wrong interface: {problem}")
+    summary = precision_summary(description["layers"])
+    problem = fp16_problem(summary)
+    if problem:
+        raise BuildError(f"TensorRT engine is not fp16: {problem}")
+    path.write_bytes(plan)
+    return {
+        "target": build_target(options),
+        "io": description["io"],
+        "precision_check": summary,
+        "builder": {**settings, "applied": applied, "source": onnx_path.name},
+        "build_options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+    }

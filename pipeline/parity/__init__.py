@@ -1,0 +1,1 @@
+"""Mask parity: the image set, the check against the PyTorch reference, stored references, reports."""

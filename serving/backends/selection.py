@@ -1,0 +1,93 @@
+"""Which artifact of a bundle to serve.
+
+``auto`` tries the bundle's artifacts in the registry's order (serving.backends.REGISTRY): TensorRT (GPU), ONNX
+Runtime (CPU, or CUDA with onnxruntime-gpu), TorchScript. An artifact whose
+parity check failed is never chosen, nor is the fp16 ONNX graph the TensorRT
+engine is compiled from (role ``tensorrt-source``). An explicit choice is
+honoured or fails.
+"""
+
+from __future__ import annotations
+
+from serving.backends import preference, runtime_problem
+from serving.bundle import Bundle, BundleError
+from serving.manifest import Artifact
+
+
+class SelectionError(BundleError):
+    """No artifact of the bundle may be served as asked."""
+
+
+def parity_problem(artifact: Artifact) -> str | None:
+    """Why the build's parity check rejected the artifact, or None if it did not."""
+    parity = artifact.parity
+    if parity is not None and parity.failed:
+        return f"failed parity at build time ({parity.summary or 'see the parity report'})"
+    return None
+
+
+def candidates(bundle: Bundle, requested: str) -> tuple[list[Artifact], list[str]]:
+    """Artifacts to try in order, and the reasons others were left out."""
+    skipped: list[str] = []
+    if requested != "auto":
+        artifact = bundle.artifact(requested)
+        if artifact is None:
+            have = ", ".join(a.backend for a in bundle.artifacts if a.servable) or "none"
+            raise SelectionError(f"the bundle at {bundle.root} has no {requested} artifact (it has: {have})")
+        reason = parity_problem(artifact)
+        if reason:
+            raise SelectionError(f"the {requested} artifact {reason}; refusing to serve it")
+        return [artifact], skipped
+    ordered = sorted(
+        (a for a in bundle.artifacts if a.servable),
+        key=lambda a: preference(a.backend),
+    )
+    chosen = []
+    for artifact in ordered:
+        reason = parity_problem(artifact)
+        if reason:
+            skipped.append(f"{artifact.backend}: {reason}")
+        else:
+            chosen.append(artifact)
+    if not chosen:
+        raise SelectionError(f"no usable artifact in {bundle.root}: " + "; ".join(skipped or ["the bundle lists none"]))
+    return chosen, skipped
+
+
+def missing_files(bundle: Bundle, artifact: Artifact) -> list[str]:
+    """The artifact's files that are not in the bundle directory (pruned from an image, or lost)."""
+    return [entry.file for entry in artifact.files if not bundle.path(entry).is_file()]
+
+
+def prepare_for_install(bundle: Bundle, prune: bool = False) -> tuple[list[Artifact], list[tuple[Artifact, str]]]:
+    """Verify every artifact this install can serve; with ``prune``, delete the files of the others.
+
+    Returns (verified artifacts, [(artifact left out, why)]). Raises BundleError
+    when a servable artifact is missing or altered, or when nothing can be
+    served here. "Can serve" is decided without a GPU (an image is built on a
+    machine without one): the runtime is installed and the build's parity
+    check passed.
+    """
+    served: list[Artifact] = []
+    left_out: list[tuple[Artifact, str]] = []
+    for artifact in bundle.artifacts:
+        reason: str | None
+        if not artifact.servable:
+            reason = f"not served (role {artifact.role})"
+        else:
+            reason = runtime_problem(artifact) or parity_problem(artifact)
+        if reason is None:
+            bundle.verify(artifact)
+            served.append(artifact)
+        else:
+            left_out.append((artifact, reason))
+    if not served:
+        reasons = "; ".join(f"{a.name}: {why}" for a, why in left_out) or "the bundle lists none"
+        raise BundleError(f"nothing in {bundle.root} can be served by this install: {reasons}")
+    if prune:
+        keep = {entry.file for artifact in served for entry in artifact.files}
+        for artifact, _ in left_out:
+            for entry in artifact.files:
+                if entry.file not in keep:
+                    bundle.path(entry).unlink(missing_ok=True)
+    return served, left_out

@@ -1,0 +1,328 @@
+"""``inspyrenet serve``: preflight in the main process, then LitServe.
+
+The main process reads the manifest, picks the artifacts that may be served
+and verifies the first one's sha256, so every error a user can cause (no
+bundle, tampered file, backend not in the bundle, runtime not installed) is
+one line and a non-zero exit before any worker starts. The workers then
+load and warm the backend (``serving.http.api``).
+
+LitServe installs no SIGTERM handler: without one, Cloud Run's SIGTERM kills
+the main process and orphans the workers. Ours stops the HTTP processes first
+(uvicorn finishes in-flight requests), then lets LitServe stop the workers; a
+SIGTERM during start-up (no request can be in flight yet) stops at once.
+
+A worker that dies (an OOM kill, a crashed GPU runtime) is replaced by
+LitServe's ``restart_workers``; ``WorkerSupervisor`` logs why it died, has the
+requests it held answered 503 at once (``serving.http.handoff``), and keeps
+``/health`` at 503 until a worker is warm again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from serving import logs
+from serving.backends.selection import SelectionError
+from serving.bundle import BundleError
+from serving.http import handoff, lifetime, run_state
+from serving.http.settings import Settings
+from serving.loading import ServeError, preflight
+from serving.logs import log
+from serving.manifest import MANIFEST_NAME
+from serving.store.gcs import StorageError
+
+HTTP_DRAIN_SECONDS = 30
+WATCH_SECONDS = 0.25
+MAX_FAILED_RESTARTS = 3
+
+
+class StartupInterrupted(Exception):
+    """SIGTERM arrived before the server was serving."""
+
+
+def _http_processes() -> list[BaseProcess]:
+    return [p for p in mp.active_children() if p.name.startswith("LitServer-")]
+
+
+def _stop_serving(server) -> None:
+    """Stop the HTTP processes (uvicorn finishes in-flight requests), then LitServe's workers and manager."""
+    http = _http_processes()
+    for process in http:
+        process.terminate()
+    for process in http:
+        process.join(timeout=HTTP_DRAIN_SECONDS)
+    try:
+        if server._shutdown_event is not None:  # None until LitServe has started its manager
+            server._shutdown_event.set()
+    except (OSError, EOFError):  # the manager has already stopped: so has LitServe
+        pass
+
+
+def _install_sigterm(server) -> None:
+    stopping = threading.Event()
+
+    def on_sigterm(signum, frame) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        if not _http_processes():
+            raise StartupInterrupted  # out of LitServe's wait for warm workers, in the main thread
+        log("SIGTERM received: draining in-flight requests, then stopping")
+        threading.Thread(target=_stop_serving, args=(server,), name="sigterm-drain", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _exit_cause(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "unknown exit"
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
+        return f"killed by {name}" + (" (out of memory?)" if exitcode == -signal.SIGKILL else "")
+    return f"exit code {exitcode}"
+
+
+class WorkerSupervisor(threading.Thread):
+    """Watches LitServe's inference workers from the main process; LitServe restarts a dead one.
+
+    On a death: the cause is logged, the requests the worker held are marked
+    lost (their HTTP processes answer 503), and its status goes back to
+    STARTING so ``/health`` is 503 until a worker is warm. A worker that dies
+    during start-up is an error LitServe reports; after ``MAX_FAILED_RESTARTS``
+    replacements in a row fail, the server stops with the last reason.
+    """
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(name="worker-supervisor", daemon=True)
+        self.server = server
+        self.failure: str | None = None
+        self._seen: set[int] = set()
+        self._failed_restarts = 0
+
+    def run(self) -> None:
+        try:
+            while not self._shutting_down():
+                workers = list(getattr(self.server, "inference_workers", None) or [])
+                watched = [p for p in workers if p.pid is not None and p.pid not in self._seen]
+                if not watched:
+                    time.sleep(WATCH_SECONDS)
+                    continue
+                ready = multiprocessing.connection.wait([p.sentinel for p in watched], timeout=WATCH_SECONDS)
+                for process in watched:
+                    if process.sentinel in ready and not self._shutting_down():
+                        self._seen.add(process.pid)
+                        self._on_death(workers.index(process), process)
+        except Exception:  # noqa: BLE001 - LitServe's manager is gone (its proxies fail in several ways): stopping
+            return
+
+    def _shutting_down(self) -> bool:
+        event = self.server._shutdown_event
+        return event is not None and event.is_set()
+
+    def _on_death(self, index: int, process: mp.Process) -> None:
+        from litserve.utils import WorkerSetupStatus
+
+        process.join(timeout=1)
+        cause = _exit_cause(process.exitcode)
+        was_serving = any(state.get("pid") == process.pid for state in run_state.worker_states())
+        if process.pid is not None:  # a process that was watched has started, so it has a pid
+            handoff.mark_dead(process.pid)
+        run_state.forget_worker(str(index))
+        key = next((k for k in self.server.workers_setup_status.keys() if k.endswith(f"_{index}")), None)
+        if was_serving:
+            self._failed_restarts = 0
+            if key is not None:
+                self.server.workers_setup_status[key] = WorkerSetupStatus.STARTING  # until LitServe's restart is warm
+            log(
+                "inference worker died: replacing it", severity="ERROR", worker=str(index), pid=process.pid, cause=cause
+            )
+            _count_death()
+            return
+        errors = run_state.worker_errors()
+        reason = errors[-1] if errors else f"worker {index} died during start-up: {cause}"
+        self._failed_restarts += 1
+        log(
+            "inference worker failed to start",
+            severity="ERROR",
+            worker=str(index),
+            pid=process.pid,
+            cause=cause,
+            reason=reason,
+            failures=self._failed_restarts,
+        )
+        if not _http_processes():  # the first start: LitServe stops waiting on an ERROR and reports it
+            run_state.write_worker_error(str(index), reason)
+            if key is not None:
+                self.server.workers_setup_status[key] = WorkerSetupStatus.ERROR
+        elif self._failed_restarts >= MAX_FAILED_RESTARTS:
+            self.failure = f"the inference worker failed to start {self._failed_restarts} times in a row: {reason}"
+            log("stopping: " + self.failure, severity="ERROR")
+            _stop_serving(self.server)
+
+
+def _count_death() -> None:
+    from serving.http.metrics import metrics
+
+    metrics().worker_deaths.inc()
+
+
+def _build_server(settings: Settings, usable: list[str], verified: set[str]):
+    # LitServe guards every route, /health included, when LIT_SERVER_API_KEY is
+    # set at its import. Cloud Run's startup probe sends no key, so the key is
+    # enforced by our gateway on the inference route only.
+    os.environ.pop("LIT_SERVER_API_KEY", None)
+    import litserve as ls
+    from fastapi.middleware.cors import CORSMiddleware
+    from starlette.middleware.gzip import GZipMiddleware
+
+    from serving.http.admission import Admission
+    from serving.http.api import API_PATH, CutoutAPI
+    from serving.http.gateway import CutoutGateway, prometheus, warmup
+
+    api = CutoutAPI(settings, backends=usable, verified=verified)
+    server = ls.LitServer(
+        api,
+        accelerator="cpu",  # a label only: the backend picks the GPU itself, and "auto" would import torch
+        workers_per_device=settings.workers,
+        timeout=settings.request_timeout,
+        restart_workers=True,
+        disable_openapi_url=not settings.docs,  # also turns off /docs and /redoc
+    )
+    server.monitor_internal = WATCH_SECONDS  # how often LitServe looks for a dead worker to restart
+    _replace_health_route(server, keep_info=settings.docs)
+    # LitServe gzips every response over 1 kB; PNG/WebP/JPEG do not compress and
+    # a 12 MP cutout would cost seconds of CPU.
+    server.app.user_middleware = [m for m in server.app.user_middleware if m.cls is not GZipMiddleware]
+    server.app.add_middleware(
+        CutoutGateway, api_path=API_PATH, settings=settings, admission=Admission(settings.in_flight_limit)
+    )
+    if settings.cors_origins:
+        server.app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Content-Type", "X-API-Key"],
+            expose_headers=[
+                "X-Backend",
+                "X-Inference-Ms",
+                "X-Total-Ms",
+                "X-Image-Width",
+                "X-Image-Height",
+                "Server-Timing",
+            ],
+            max_age=600,
+        )
+    server.app.add_api_route("/warmup", warmup, methods=["POST", "GET"], include_in_schema=False)
+    server.app.add_api_route("/metrics", prometheus, methods=["GET"], include_in_schema=False)
+    return server
+
+
+def _replace_health_route(server, keep_info: bool) -> None:
+    """/health: 200 while at least one worker is warm (LitServe's wants all of them); "/" and /info off."""
+    from litserve.utils import WorkerSetupStatus
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+
+    async def health(request: Request) -> PlainTextResponse:
+        statuses = getattr(server, "workers_setup_status", None) or {}
+        if any(status == WorkerSetupStatus.READY for status in statuses.values()):
+            return PlainTextResponse("ok")
+        return PlainTextResponse("not ready", status_code=503)
+
+    dropped = {"/health", "/"} | (set() if keep_info else {"/info"})
+    server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) not in dropped]
+    server.app.add_route("/health", health, methods=["GET"], include_in_schema=False)
+
+
+def pull_if_missing(settings: Settings) -> None:
+    """No baked bundle but INSPYRENET_ARTIFACTS_URI set: pull it first (the slow path)."""
+    if (Path(settings.artifacts) / MANIFEST_NAME).is_file() or not settings.artifacts_uri:
+        return
+    from serving.store.bundles import pull
+
+    start = time.perf_counter()
+    log(
+        "no baked bundle: pulling from Cloud Storage (slow path)",
+        severity="WARNING",
+        uri=settings.artifacts_uri,
+        target=str(settings.artifacts),
+    )
+    try:
+        pull(settings.artifacts_uri, Path(settings.artifacts), reports=False)
+    except StorageError as exc:
+        raise ServeError(f"cannot pull {settings.artifacts_uri}: {exc}") from None
+    log("startup phase", phase="pull", seconds=round(time.perf_counter() - start, 3), process="main")
+
+
+def run(settings: Settings) -> None:
+    started = time.time()
+    log(
+        "starting",
+        artifacts=str(settings.artifacts),
+        backend=settings.backend,
+        port=settings.port,
+        workers=settings.workers,
+        max_batch_size=settings.max_batch_size,
+    )
+    pull_if_missing(settings)
+    try:
+        usable, verified = preflight(settings)
+    except (BundleError, SelectionError) as exc:
+        raise ServeError(str(exc)) from None
+    import litserve.server
+
+    from serving.http.header_timeout import with_header_timeout
+
+    # LitServe configures its logger when it starts (its own plain format on stdout); ours instead, and
+    # uvicorn's processes get the same formatter through log_config: every line on stdout is one JSON object.
+    litserve.server.configure_logging = logs.configure_litserve
+    run_state.prepare(started)
+    handoff.prepare()
+    lifetime.register_main_process()
+    try:
+        server = _build_server(settings, usable, verified)
+        supervisor = WorkerSupervisor(server)
+        try:
+            _install_sigterm(server)
+            supervisor.start()
+            server.run(
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level,
+                generate_client_file=False,
+                access_log=False,
+                log_config=logs.uvicorn_log_config(settings.log_level),
+                http=with_header_timeout(settings.header_timeout),  # h11: httptools has no header size limit
+                h11_max_incomplete_event_size=settings.max_header_bytes,
+            )
+        except StartupInterrupted:
+            _end_children()
+            log("SIGTERM during start-up: stopped", uptime_seconds=round(time.time() - started, 1))
+            return
+        except RuntimeError as exc:
+            errors = run_state.worker_errors() or [str(exc)]
+            _end_children()
+            raise ServeError(errors[0]) from None
+        if supervisor.failure:
+            raise ServeError(supervisor.failure)
+    finally:
+        run_state.cleanup()
+    log("stopped", uptime_seconds=round(time.time() - started, 1))
+
+
+def _end_children() -> None:
+    children = mp.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()

@@ -1,0 +1,118 @@
+"""Server settings: every one an environment variable with a default.
+
+The CLI's flags override the environment; the README lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from serving.backends import BACKEND_NAMES
+from serving.errors import UserError
+
+BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
+
+
+class SettingsError(UserError, ValueError):
+    """A setting with a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    artifacts: Path = field(default=Path("artifacts/fast"), metadata={"env": "INSPYRENET_ARTIFACTS"})
+    artifacts_uri: str | None = field(default=None, metadata={"env": "INSPYRENET_ARTIFACTS_URI"})
+    backend: str = field(default="auto", metadata={"env": "INSPYRENET_BACKEND"})
+    host: str = field(default="0.0.0.0", metadata={"env": "INSPYRENET_HOST"})
+    port: int = field(default=8080, metadata={"env": "PORT"})
+    workers: int = field(default=1, metadata={"env": "INSPYRENET_WORKERS"})
+    max_batch_size: int = field(default=1, metadata={"env": "INSPYRENET_MAX_BATCH_SIZE"})
+    batch_timeout: float = field(default=0.01, metadata={"env": "INSPYRENET_BATCH_TIMEOUT"})
+    max_pixels: int = field(default=40_000_000, metadata={"env": "INSPYRENET_MAX_PIXELS"})
+    max_body_bytes: int = field(default=30 * 1024 * 1024, metadata={"env": "INSPYRENET_MAX_BODY_BYTES"})
+    request_timeout: float = field(default=60.0, metadata={"env": "INSPYRENET_REQUEST_TIMEOUT"})
+    max_in_flight: int = field(default=0, metadata={"env": "INSPYRENET_MAX_IN_FLIGHT"})
+    body_timeout: float = field(default=60.0, metadata={"env": "INSPYRENET_BODY_TIMEOUT"})
+    header_timeout: float = field(default=10.0, metadata={"env": "INSPYRENET_HEADER_TIMEOUT"})
+    max_header_bytes: int = field(default=16 * 1024, metadata={"env": "INSPYRENET_MAX_HEADER_BYTES"})
+    refine_max_pixels: int = field(default=12_000_000, metadata={"env": "INSPYRENET_REFINE_MAX_PIXELS"})
+    cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "INSPYRENET_CORS_ORIGINS"})
+    api_key: str | None = field(default=None, metadata={"env": "LIT_SERVER_API_KEY"})
+    metrics_public: bool = field(default=False, metadata={"env": "INSPYRENET_METRICS_PUBLIC"})
+    docs: bool = field(default=False, metadata={"env": "INSPYRENET_DOCS"})
+    verify: bool = field(default=True, metadata={"env": "INSPYRENET_VERIFY"})
+    log_level: str = field(default="warning", metadata={"env": "INSPYRENET_LOG_LEVEL"})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        values = {}
+        for item in fields(cls):
+            raw = environ.get(item.metadata["env"])
+            if raw is not None and raw != "":
+                values[item.name] = _convert(item.name, item.metadata["env"], raw)
+        settings = cls(**values)
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.artifacts_uri is not None and not self.artifacts_uri.startswith("gs://"):
+            raise SettingsError(f"INSPYRENET_ARTIFACTS_URI must be a gs:// URI, got {self.artifacts_uri!r}")
+        if self.backend not in BACKEND_CHOICES:
+            raise SettingsError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
+        if not 1024 <= self.port <= 65535:
+            raise SettingsError(f"port must be from 1024 to 65535 (LitServe's range), got {self.port}")
+        if self.host not in ("0.0.0.0", "127.0.0.1", "::"):
+            raise SettingsError(f"host must be 0.0.0.0, 127.0.0.1 or :: (LitServe's choices), got {self.host!r}")
+        for name in ("workers", "max_batch_size", "max_pixels", "max_body_bytes", "refine_max_pixels"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_in_flight < 0:
+            raise SettingsError(f"max_in_flight must be 0 (automatic) or more, got {self.max_in_flight}")
+        if self.max_header_bytes < 1024:
+            raise SettingsError(f"max_header_bytes must be at least 1024, got {self.max_header_bytes}")
+        if self.batch_timeout < 0 or min(self.request_timeout, self.body_timeout, self.header_timeout) <= 0:
+            raise SettingsError("batch_timeout must be >= 0; request_timeout, body_timeout and header_timeout > 0")
+        if self.api_key is not None and not self.api_key.isprintable():
+            raise SettingsError("LIT_SERVER_API_KEY must not hold control characters or line breaks")
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Requests admitted at once (running or queued); beyond it the answer is 503 at once.
+
+        Automatic: four full batches per worker, one running and three waiting, so a
+        burst queues for at most about three inference times before 503s begin.
+        """
+        return self.max_in_flight or 4 * self.workers * self.max_batch_size
+
+
+def _convert(name: str, env: str, raw: str):
+    kind = Settings.__dataclass_fields__[name].type
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes")
+        if kind == "Path":
+            return Path(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, field) rows for the documentation."""
+    rows = []
+    for item in fields(Settings):
+        default = item.default
+        rows.append((item.metadata["env"], "" if default in (None, ()) else str(default), item.name))
+    return rows

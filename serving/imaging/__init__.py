@@ -1,0 +1,1 @@
+"""Pixels in and out: the image contract (decode, preprocess, mask), cutout, colour refinement, PNG."""

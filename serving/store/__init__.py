@@ -1,0 +1,1 @@
+"""Bundles on Cloud Storage: the client (``gcs``) and versioned publish/pull (``bundles``)."""

@@ -28,6 +28,24 @@ def main() -> None:
     """InSPyReNet engines: build verified model bundles and serve them."""
 
 
+def fp16_check_options(command):
+    """The fp16-islands check's options, shared by ``build`` (its validation) and ``validate``."""
+    command = click.option(
+        "--fp16-execution",
+        type=click.Choice(FP16_EXECUTION_CHOICES),
+        default="auto",
+        show_default=True,
+        help="How that check runs fp16 on the CPU: native kernels, or emulated (fp32 arithmetic, fp16 "
+        "storage; as fast as fp32); auto probes whether native fp16 is fast here.",
+    )(command)
+    return click.option(
+        "--fp16-islands/--no-fp16-islands",
+        default=True,
+        show_default=True,
+        help="In validation, also run the fp16 export graph in PyTorch (the overflow check; informative).",
+    )(command)
+
+
 def tensorrt_options(command):
     """The engine builder's options, shared by ``build`` and ``build-engine``."""
     options = [
@@ -134,20 +152,7 @@ def engine_options(
     help="Fail, instead of skipping, when the TensorRT engine cannot be built here (CI build job).",
 )
 @tensorrt_options
-@click.option(
-    "--fp16-islands/--no-fp16-islands",
-    default=True,
-    show_default=True,
-    help="In validation, also run the fp16 export graph in PyTorch (the overflow check; informative).",
-)
-@click.option(
-    "--fp16-execution",
-    type=click.Choice(FP16_EXECUTION_CHOICES),
-    default="auto",
-    show_default=True,
-    help="How that check runs fp16 on the CPU: native kernels, or emulated (fp32 arithmetic, fp16 "
-    "storage; as fast as fp32); auto probes whether native fp16 is fast here.",
-)
+@fp16_check_options
 def build(
     mode: str,
     source: str,
@@ -224,20 +229,7 @@ def build(
     metavar="CLASS.REF.FIELD=VALUE",
     help="Override a limit, e.g. fp32.model.max_abs=0.001 (repeatable).",
 )
-@click.option(
-    "--fp16-islands/--no-fp16-islands",
-    default=True,
-    show_default=True,
-    help="Also run the fp16 export graph in PyTorch on CPU (the overflow check; informative).",
-)
-@click.option(
-    "--fp16-execution",
-    type=click.Choice(FP16_EXECUTION_CHOICES),
-    default="auto",
-    show_default=True,
-    help="How that check runs fp16: native kernels, or emulated (fp32 arithmetic, fp16 storage); "
-    "auto probes whether native fp16 is fast here.",
-)
+@fp16_check_options
 def validate(
     bundle_dir: Path,
     images_dir: Path | None,

@@ -267,22 +267,31 @@ def check_engine(work_dir, path, fields, inputs, references, size, repeats, resu
     """Load the engine through the serving backend: load time, latency, parity, graph replay vs plain."""
     import os
 
+    from pipeline.build import io_spec
+    from pipeline.bundle_writer import file_entry
     from pipeline.parity.check import DEFAULT_LIMITS
     from serving.backends.tensorrt import TensorRTBackend
-    from serving.bundle import Artifact, Bundle
+    from serving.bundle import Bundle
+    from serving.manifest import Artifact, CheckpointRecord, Manifest
 
-    record = {
-        "file": path.name,
-        "sha256": "",
-        "bytes": path.stat().st_size,
-        "backend": "tensorrt",
-        "precision": "fp16",
-        "device": "cuda",
-        "max_batch": ENGINE_MAX_BATCH,
+    artifact = Artifact(
+        **file_entry(path).to_json(),
+        backend="tensorrt",
+        precision="fp16",
+        device="cuda",
+        max_batch=ENGINE_MAX_BATCH,
         **fields,
-    }
-    artifact = Artifact.from_dict(record)
-    bundle = Bundle(root=work_dir, manifest={"input": {"shape": ["N", 3, *size]}}, artifacts=(artifact,))
+    )
+    model_input, model_output = io_spec(size)
+    manifest = Manifest.new(
+        mode="gpu-check",
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        checkpoint=CheckpointRecord(source="gpu-check", sha256=""),
+        input=model_input,
+        output=model_output,
+        artifacts=[artifact],
+    )
+    bundle = Bundle(root=work_dir, manifest=manifest, artifacts=(artifact,))
     start = time.perf_counter()
     backend = TensorRTBackend(bundle, artifact)
     result["load_s"] = round(time.perf_counter() - start, 2)

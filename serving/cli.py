@@ -50,24 +50,29 @@ class OneLineErrors(click.Group):
             raise Interrupted("interrupted") from None
 
 
+def bundle_options(command):
+    """--artifacts and --backend: which bundle, which of its artifacts (serve and batch)."""
+    command = click.option(
+        "--backend",
+        type=click.Choice(BACKEND_CHOICES),
+        default=None,
+        help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].",
+    )(command)
+    return click.option(
+        "--artifacts",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].",
+    )(command)
+
+
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Serve InSPyReNet bundles (the serving image's entrypoint; no torch, no build tools)."""
 
 
 @main.command("run")
-@click.option(
-    "--artifacts",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].",
-)
-@click.option(
-    "--backend",
-    type=click.Choice(BACKEND_CHOICES),
-    default=None,
-    help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].",
-)
+@bundle_options
 @click.option("--port", type=int, default=None, help="[env PORT, default 8080]")
 @click.option("--host", default=None, help="0.0.0.0, 127.0.0.1 or :: [env INSPYRENET_HOST, default 0.0.0.0]")
 @click.option(
@@ -111,18 +116,7 @@ def verify(bundle_dir: Path | None, prune: bool) -> None:
 @main.command()
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
-@click.option(
-    "--artifacts",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Bundle directory [env INSPYRENET_ARTIFACTS, default artifacts/fast].",
-)
-@click.option(
-    "--backend",
-    type=click.Choice(BACKEND_CHOICES),
-    default=None,
-    help="auto = fastest usable artifact [env INSPYRENET_BACKEND, default auto].",
-)
+@bundle_options
 @click.option(
     "--output",
     type=click.Choice(OUTPUTS),

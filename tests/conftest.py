@@ -80,6 +80,17 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
     )
 
 
+def invoke_cli(*args: str) -> subprocess.CompletedProcess:
+    """The ``inspyrenet`` command run in this process by click's test runner: exit code, stdout and stderr
+    as ``run_cli`` gives them, without a new interpreter per call (commands that import no torch)."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.fixture(scope="session")
 def fast_bundle(tmp_path_factory, synthetic_checkpoint) -> Path:
     """The fast bundle, built once by ``inspyrenet build --checkpoint synthetic``."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli  # in-process: publish and pull import no torch
 from tests.server_process import start_server
 
 
@@ -40,18 +40,18 @@ def bucket(gcs_emulator):
 
 def test_round_trip(bucket, tmp_path):
     bundle = small_bundle(tmp_path / "fast")
-    published = run_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
+    published = invoke_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
     assert published.returncode == 0, published.stderr
     version = f"gs://{bucket}/inspyrenet/fast/fast-abababababab-20261128T100000Z"
     assert f"published: {version}" in published.stdout
     for source in (version, f"gs://{bucket}/inspyrenet/fast/latest", f"gs://{bucket}/inspyrenet/fast"):
         target = tmp_path / f"pulled-{abs(hash(source))}"
-        pulled = run_cli("pull", source, str(target))
+        pulled = invoke_cli("pull", source, str(target))
         assert pulled.returncode == 0, pulled.stderr
         assert (target / "model.onnx").read_bytes() == b"weights v1"
         assert (target / "manifest.json").read_bytes() == (bundle / "manifest.json").read_bytes()
         assert json.loads((target / "parity" / "report.json").read_text()) == {"passed": True}
-    again = run_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
+    again = invoke_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
     assert again.returncode == 0 and "already published" in again.stdout
 
 
@@ -59,13 +59,13 @@ def test_published_tells_a_retried_build_what_is_already_there(bucket, tmp_path)
     """`inspyrenet published`: 0 once the version is up (whatever its content), 3 before, 1 on an error."""
     bundle = small_bundle(tmp_path / "fast")
     destination = f"gs://{bucket}/engines/fast"
-    before = run_cli("published", str(bundle), destination)
+    before = invoke_cli("published", str(bundle), destination)
     assert before.returncode == 3 and "not published" in before.stdout, before.stderr
-    assert run_cli("publish", str(bundle), destination).returncode == 0
+    assert invoke_cli("publish", str(bundle), destination).returncode == 0
     rebuilt = small_bundle(tmp_path / "rebuilt", payload=b"another engine")  # same version key, other bytes
-    after = run_cli("published", str(rebuilt), destination)
+    after = invoke_cli("published", str(rebuilt), destination)
     assert after.returncode == 0 and "fast-abababababab-20261128T100000Z" in after.stdout
-    missing = run_cli("published", str(bundle), f"gs://no-such-bucket-{bucket}/engines/fast")
+    missing = invoke_cli("published", str(bundle), f"gs://no-such-bucket-{bucket}/engines/fast")
     assert missing.returncode == 1 and missing.stderr.startswith("error: ")
 
 
@@ -82,9 +82,9 @@ def test_latest_moves_only_after_a_complete_upload(bucket, tmp_path):
     key = "p/fast-abababababab-20261129T100000Z"
     blobs.blob(f"{key}/model.onnx").upload_from_filename(str(v2 / "model.onnx"))
     target = tmp_path / "out"
-    assert run_cli("pull", f"{prefix}/latest", str(target)).returncode == 0
+    assert invoke_cli("pull", f"{prefix}/latest", str(target)).returncode == 0
     assert (target / "model.onnx").read_bytes() == b"weights v1"
-    partial = run_cli("pull", f"gs://{bucket}/{key}", str(tmp_path / "partial"))
+    partial = invoke_cli("pull", f"gs://{bucket}/{key}", str(tmp_path / "partial"))
     assert partial.returncode == 1 and "no published bundle" in partial.stderr
     assert not (tmp_path / "partial").exists()
 
@@ -99,7 +99,7 @@ def test_tampered_remote_file_is_refused_and_target_kept(bucket, tmp_path):
     before = (target / "manifest.json").read_bytes()
     name = version.split(f"gs://{bucket}/", 1)[1] + "/model.onnx.data"
     storage.Client().bucket(bucket).blob(name).upload_from_string(b"tampered")
-    result = run_cli("pull", version, str(target))
+    result = invoke_cli("pull", version, str(target))
     assert result.returncode == 1 and "refusing the download" in result.stderr and "Traceback" not in result.stderr
     assert (target / "manifest.json").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".existing")] == []  # no staging left
@@ -110,9 +110,9 @@ def test_tampered_remote_file_is_refused_and_target_kept(bucket, tmp_path):
     [("gs://no-such-bucket-xyz/p", "bucket not found"), ("gs://{bucket}/nothing-here", "no published bundle")],
 )
 def test_missing_bucket_or_version(bucket, tmp_path, uri, words):
-    result = run_cli("pull", uri.format(bucket=bucket), str(tmp_path / "out"))
+    result = invoke_cli("pull", uri.format(bucket=bucket), str(tmp_path / "out"))
     assert result.returncode == 1 and words in result.stderr and "Traceback" not in result.stderr
-    published = run_cli("publish", str(small_bundle(tmp_path / "b")), "gs://no-such-bucket-xyz/p")
+    published = invoke_cli("publish", str(small_bundle(tmp_path / "b")), "gs://no-such-bucket-xyz/p")
     assert published.returncode == 1 and "bucket not found" in published.stderr
 
 
@@ -136,7 +136,7 @@ def test_pull_never_writes_outside_its_target(bucket, tmp_path, bad_name):
     from google.cloud import storage
 
     bundle = small_bundle(tmp_path / "fast")
-    version = run_cli("publish", str(bundle), f"gs://{bucket}/p").stdout.split("published: ")[1].strip()
+    version = invoke_cli("publish", str(bundle), f"gs://{bucket}/p").stdout.split("published: ")[1].strip()
     prefix = version.removeprefix(f"gs://{bucket}/")
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["artifacts"][0]["extra_files"] = [{"file": bad_name, "sha256": "00" * 32, "bytes": 1}]
@@ -144,7 +144,7 @@ def test_pull_never_writes_outside_its_target(bucket, tmp_path, bad_name):
     remote.blob(f"{prefix}/manifest.json").upload_from_string(json.dumps(manifest))
     remote.blob(f"{prefix}/{bad_name}").upload_from_string(b"x")
     target = tmp_path / "deep" / "target"
-    result = run_cli("pull", version, str(target))
+    result = invoke_cli("pull", version, str(target))
     assert result.returncode == 1 and "leaves the bundle" in result.stderr, result.stderr
     assert not (tmp_path / "escaped.bin").exists() and not (tmp_path / "deep" / "escaped.bin").exists()
     assert not Path("/tmp/inspyrenet-absolute-escape.bin").exists() and not target.exists()

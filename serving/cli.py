@@ -28,14 +28,19 @@ from serving.http.settings import BACKEND_CHOICES, Settings
 
 
 class OneLineError(click.ClickException):
-    """A user error as click reports it: ``error: MESSAGE`` on stderr, exit 1 (130 when interrupted)."""
+    """A user error as click reports it: ``error: MESSAGE`` on stderr, exit 1."""
 
     def show(self, file=None) -> None:
-        click.echo(self.message if isinstance(self, Interrupted) else f"error: {self.message}", err=True)
+        click.echo(f"error: {self.message}", err=True)
 
 
-class Interrupted(OneLineError):
+class Interrupted(click.ClickException):
+    """Ctrl-C: ``interrupted`` on stderr, exit 130 (the shell's code for SIGINT)."""
+
     exit_code = 130
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
 
 
 class OneLineErrors(click.Group):

@@ -392,8 +392,8 @@ KEY_HEADER = {"X-API-Key": KEY.encode("utf-8")}
 
 
 @pytest.fixture(scope="module")
-def keyed_server(fast_bundle):
-    process = start_server(fast_bundle, env={"LIT_SERVER_API_KEY": KEY, "INSPYRENET_WORKERS": "2"})
+def keyed_server(toy_bundle):
+    process = start_server(toy_bundle, env={"LIT_SERVER_API_KEY": KEY, "INSPYRENET_WORKERS": "2"})
     yield process
     process.stop()
 
@@ -429,14 +429,22 @@ def test_metrics_count_across_two_workers(keyed_server):
     assert after == before + 6
 
 
-def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(keyed_server):
-    family = descendants(keyed_server.process.pid)
+@pytest.fixture(scope="module")
+def draining_server(fast_bundle):
+    """The real model (a request stays in flight long enough to be drained), two workers, the key."""
+    process = start_server(fast_bundle, env={"LIT_SERVER_API_KEY": KEY, "INSPYRENET_WORKERS": "2"})
+    yield process
+    process.stop()
+
+
+def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(draining_server):
+    family = descendants(draining_server.process.pid)
     assert len(family) >= 3  # HTTP server(s), inference workers, LitServe's manager
     result = {}
 
     def slow_request():
         big = photo_bytes(size=(3000, 2000))
-        with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
+        with httpx.Client(base_url=draining_server.url, timeout=120) as http:
             result["response"] = http.post(
                 API,
                 content=big,
@@ -449,9 +457,9 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(keyed_server)
     thread.start()
     time.sleep(1.0)  # the request is in flight
     sigterm_at = time.monotonic()
-    keyed_server.process.terminate()  # SIGTERM, as Cloud Run sends
+    draining_server.process.terminate()  # SIGTERM, as Cloud Run sends
     thread.join(timeout=120)
-    assert keyed_server.process.wait(timeout=90) == 0
+    assert draining_server.process.wait(timeout=90) == 0
     assert result["response"].status_code == 200
     assert result["done_at"] > sigterm_at  # it really was in flight when SIGTERM came
     assert decode(result["response"]).size == (3000, 2000)

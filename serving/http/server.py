@@ -180,6 +180,11 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
     # enforced by our gateway on the inference route only.
     os.environ.pop("LIT_SERVER_API_KEY", None)
     import litserve as ls
+    import litserve.server
+
+    # LitServe configures its logger when it starts (its own plain format on stdout); ours instead, and
+    # uvicorn's processes get the same formatter through log_config: every line on stdout is one JSON object.
+    litserve.server.configure_logging = logs.configure_litserve
     from fastapi.middleware.cors import CORSMiddleware
     from starlette.middleware.gzip import GZipMiddleware
 
@@ -277,13 +282,8 @@ def run(settings: Settings) -> None:
         usable, verified = preflight(settings)
     except (BundleError, SelectionError) as exc:
         raise ServeError(str(exc)) from None
-    import litserve.server
-
     from serving.http.header_timeout import with_header_timeout
 
-    # LitServe configures its logger when it starts (its own plain format on stdout); ours instead, and
-    # uvicorn's processes get the same formatter through log_config: every line on stdout is one JSON object.
-    litserve.server.configure_logging = logs.configure_litserve
     run_state.prepare(started)
     handoff.prepare()
     lifetime.register_main_process()

@@ -165,14 +165,9 @@ PLATFORM_ARGS = [arg for platform in PLATFORMS for arg in ("--platform", platfor
 STUBS = ("tensorrt-cu12", "tensorrt-cu12-libs", "tensorrt-cu12-bindings", "tensorrt-lean-cu12")
 
 
-@pytest.mark.slow  # asks the package index about every pin
-def test_every_pin_exists_on_the_index_for_the_images_python(tmp_path):
-    """One resolution-free lookup of every pin of both constraint files, as the images' pip would see them."""
-    import json
-
-    pins = constraints("serve.txt", "cuda12.txt")
-    assert "onnxruntime" in pins and "nvidia-cudnn-cu12" in pins and "tensorrt-lean-cu12" in pins
-    result = subprocess.run(
+def pip_dry_run(work: Path, requirements: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """pip's resolution-free look-up of ``requirements`` as the images' pip sees them; report in WORK/report.json."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -183,20 +178,31 @@ def test_every_pin_exists_on_the_index_for_the_images_python(tmp_path):
             "--ignore-installed",
             "--no-deps",
             "--target",
-            str(tmp_path / "t"),
+            str(work / "t"),
             *PLATFORM_ARGS,
             "--python-version",
             IMAGE_PYTHON,
             "--only-binary=:all:",
             "--disable-pip-version-check",
             "--report",
-            str(tmp_path / "report.json"),
-            *[f"{name}=={version}" for name, version in pins.items() if name not in STUBS],
+            str(work / "report.json"),
+            *requirements,
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
+
+
+@pytest.mark.slow  # asks the package index about every pin
+def test_every_pin_exists_on_the_index_for_the_images_python(tmp_path):
+    """One resolution-free lookup of every pin of both constraint files, as the images' pip would see them."""
+    import json
+
+    pins = constraints("serve.txt", "cuda12.txt")
+    assert "onnxruntime" in pins and "nvidia-cudnn-cu12" in pins and "tensorrt-lean-cu12" in pins
+    requirements = [f"{name}=={version}" for name, version in pins.items() if name not in STUBS]
+    result = pip_dry_run(tmp_path, requirements, timeout=600)
     if result.returncode != 0 and "No matching distribution" not in result.stderr:
         pytest.skip(f"the package index cannot be reached: {result.stderr.strip().splitlines()[-1:]}")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -234,31 +240,7 @@ def test_onnxruntime_gpu_pin_is_the_cuda12_build():
 
     version = constraints()["onnxruntime-gpu"]
     with tempfile.TemporaryDirectory() as work:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--dry-run",
-                "--quiet",
-                "--ignore-installed",
-                "--no-deps",
-                "--target",
-                work,
-                *PLATFORM_ARGS,
-                "--python-version",
-                IMAGE_PYTHON,
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "--report",
-                f"{work}/report.json",
-                f"onnxruntime-gpu=={version}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = pip_dry_run(Path(work), [f"onnxruntime-gpu=={version}"], timeout=300)
         if result.returncode != 0:
             if "No matching distribution" in result.stderr:
                 pytest.fail(f"onnxruntime-gpu=={version} is not on the index: {result.stderr[-500:]}")

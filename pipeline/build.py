@@ -98,10 +98,15 @@ class ExportSpec:
     max_batch: int = ONNX_MAX_BATCH
     tolerance: float | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    note: Callable[[], str] | None = None  # more words for the stage line, asked after ``write``
 
 
-def model_exports(model, state: dict, size: tuple[int, int], check_input: np.ndarray) -> list[ExportSpec]:
-    """The CPU exports, in build order: TorchScript, ONNX fp32, and the fp16 ONNX graph TensorRT compiles."""
+def model_exports(model, check_input: np.ndarray, fp16_graph: onnx_fp16.SideBySideExport) -> list[ExportSpec]:
+    """The CPU exports, in build order: TorchScript, ONNX fp32, and the fp16 ONNX graph TensorRT compiles.
+
+    The fp16 graph is exported in a second process, started before the others
+    (``onnx_fp16.SideBySideExport``); its stage waits for it and moves it in.
+    """
     example = torch.from_numpy(check_input)
     onnx_fields = {"exporter": "torch.onnx.export(dynamo=True)", "opset": ONNX_OPSET}
 
@@ -119,8 +124,8 @@ def model_exports(model, state: dict, size: tuple[int, int], check_input: np.nda
         ExportSpec(
             onnx_fp16.FILE,
             "onnxruntime",
-            "export onnx fp16 (tensorrt source)",
-            lambda path: onnx_fp16.export_fp16_onnx(state, size, example, path),
+            "export onnx fp16",
+            fp16_graph.write,
             precision="fp16",
             tolerance=FP16_EXPORT_TOLERANCE,
             fields={
@@ -129,6 +134,7 @@ def model_exports(model, state: dict, size: tuple[int, int], check_input: np.nda
                 "label": onnx_fp16.LABEL,
                 "graph": "fp16 with fp32 islands (pipeline.export.mixed_precision)",
             },
+            note=lambda: f"(tensorrt source; exported beside the others in {fp16_graph.seconds:.0f} s)",
         ),
     ]
 
@@ -168,8 +174,12 @@ class Builder:
             skipped_artifacts=[],
         )
         with BundleWriter(options.out) as writer:
-            for spec in model_exports(model, state, self.size, check_input):
-                self._export(writer, manifest, spec, check_input, reference)
+            fp16_graph = onnx_fp16.SideBySideExport(ckpt, self.size, check_input, writer.staging)
+            try:
+                for spec in model_exports(model, check_input, fp16_graph):
+                    self._export(writer, manifest, spec, check_input, reference)
+            finally:
+                fp16_graph.stop()
             self._tensorrt(writer, manifest, check_input, reference)
             manifest.validation = (
                 Validation(status="pending")
@@ -230,7 +240,7 @@ class Builder:
             record = writer.artifact(
                 spec.file, backend, spec.precision, spec.device, max_batch=spec.max_batch, **spec.fields, **measured
             )
-            s.detail = f"{spec.file}  {record.total_bytes / 1e6:.0f} MB"
+            s.detail = f"{spec.file}  {record.total_bytes / 1e6:.0f} MB" + (f"  {spec.note()}" if spec.note else "")
         with self.stages.stage(f"check {backend}") as s:
             diff = self._check(writer.staging, manifest, record, check_input, reference)
             record.export_check = ExportCheck(image=samples.CHECK_PHOTO, max_abs_diff=diff, tolerance=tolerance)

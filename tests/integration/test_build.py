@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, needs_cuda, run_cli
+from pipeline.parity.check import DEFAULT_LIMITS  # noqa: E402
+from tests.harness import REPO, descendants, linked_copy, needs_cuda, run_cli, wait_gone
 
 torch = pytest.importorskip("torch")
-from pipeline.parity.check import DEFAULT_LIMITS  # noqa: E402
+
 
 # float32 matrix products are summed in a different order for a different
 # batch size (a different GEMM kernel), so batched and single masks differ by
@@ -115,19 +113,6 @@ def test_artifact_batches_are_exact(fast_bundle, photo_batch, backend):
     assert np.abs(batched - singles).max() < BATCH_TOLERANCE
 
 
-def linked_copy(src: Path, dst: Path) -> Path:
-    """A copy of a bundle whose big files are hard links (cheap), manifest and ONNX graph copied."""
-    dst.mkdir()
-    for path in src.iterdir():
-        if path.is_dir():
-            shutil.copytree(path, dst / path.name)  # the parity report
-        elif path.name in ("manifest.json", "model.onnx"):
-            shutil.copy2(path, dst / path.name)
-        else:
-            os.link(path, dst / path.name)
-    return dst
-
-
 def test_one_flipped_byte_is_refused(fast_bundle, tmp_path):
     from serving.bundle import BundleError
 
@@ -173,23 +158,6 @@ def test_verify_command_accepts_a_good_bundle(fast_bundle):
     assert "not for production" in result.stdout
 
 
-def test_bundle_writer_discards_a_failed_build(tmp_path):
-    from pipeline.bundle_writer import BundleWriter
-    from tests.toy_bundle import toy_manifest
-
-    out = tmp_path / "bundle"
-    with BundleWriter(out) as writer:
-        writer.path("model.bin").write_bytes(b"v1")
-        writer.commit(toy_manifest([writer.artifact("model.bin", "x", "fp32", "any")]))
-    before = (out / "manifest.json").read_bytes()
-    with pytest.raises(RuntimeError), BundleWriter(out) as writer:
-        writer.path("model.bin").write_bytes(b"v2, never published")
-        raise RuntimeError("export failed")
-    assert (out / "manifest.json").read_bytes() == before
-    assert (out / "model.bin").read_bytes() == b"v1"
-    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging left behind
-
-
 @pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
 def test_build_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
@@ -199,7 +167,7 @@ def test_build_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
 
 
 def test_killed_build_leaves_the_previous_bundle_intact(fast_bundle, tmp_path):
-    """A build killed half-way (after one export) never exposes a partial bundle."""
+    """A build killed half-way (after one export) never exposes a partial bundle, nor leaves its exporter running."""
     out = linked_copy(fast_bundle, tmp_path / "fast")
     manifest_before = (out / "manifest.json").read_bytes()
     process = subprocess.Popen(
@@ -216,9 +184,11 @@ def test_killed_build_leaves_the_previous_bundle_intact(fast_bundle, tmp_path):
         if not line:
             break
         seen += line
+    exporters = descendants(process.pid)  # the fp16 graph's export runs in a second process
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert "check torchscript" in seen, seen
+    assert exporters and not wait_gone(exporters), "the second export process outlived its build"
     assert (out / "manifest.json").read_bytes() == manifest_before
     load(out)  # every file the manifest lists is there and intact
 

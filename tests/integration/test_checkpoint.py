@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import FAST_SIZE, run_cli
+from tests.harness import FAST_SIZE, run_cli
 
 torch = pytest.importorskip("torch")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from serving.http.settings import Settings, SettingsError, describe
-from tests.conftest import REPO
+from tests.harness import REPO
 
 
 def test_defaults_and_environment():

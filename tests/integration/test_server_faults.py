@@ -20,17 +20,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.bench.serve_bench import descendants, free_port
-from tests.conftest import REPO
-from tests.server_process import start_server
-from tests.test_server import API, alive, decode, metric, photo_bytes, post_image
-
-
-def wait_gone(pids: list[int], seconds: float = 15) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return [pid for pid in pids if alive(pid)]
+from tests.harness import (
+    API,
+    REPO,
+    decode,
+    descendants,
+    free_port,
+    metric,
+    photo_bytes,
+    post_image,
+    run_cli,
+    start_server,
+    wait_gone,
+)
 
 
 def worker_pid(server) -> int:
@@ -273,7 +275,6 @@ def test_children_exit_when_the_main_process_is_killed(fast_bundle):
 
 
 def test_load_test_command_reports_back_pressure(fast_bundle, tmp_path):
-    from tests.conftest import run_cli
 
     result = run_cli(
         "load-test",
@@ -298,7 +299,6 @@ def test_load_test_command_reports_back_pressure(fast_bundle, tmp_path):
 
 
 def test_load_test_without_a_bundle_is_one_line(tmp_path):
-    from tests.conftest import run_cli
 
     result = run_cli("load-test", "--artifacts", str(tmp_path / "none"))
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")

@@ -19,20 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.bench.serve_bench import descendants
-from tests.server_process import start_server
+from tests.harness import API, alive, decode, descendants, metric, photo_bytes, post_image, start_server
 
-API = "/v1/remove-background"
 ORIGIN = "https://app.example.com"
-
-
-def photo_bytes(fmt: str = "JPEG", size=(451, 300), mode="RGB", **params) -> bytes:
-    from pipeline import samples
-
-    img = samples.photo("chelsea").resize(size).convert(mode)
-    buffer = io.BytesIO()
-    img.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +42,6 @@ def server(toy_bundle):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=120) as http:
         yield http
-
-
-def post_image(client, data: bytes, content_type="image/jpeg", **params):
-    return client.post(API, content=data, headers={"Content-Type": content_type}, params=params)
-
-
-def decode(response) -> Image.Image:
-    assert response.status_code == 200, response.text
-    return Image.open(io.BytesIO(response.content))
 
 
 def test_health_turns_200_only_when_warm(server):
@@ -342,14 +322,6 @@ def test_cors_preflight(client):
     assert "x-inference-ms" in with_origin.headers["access-control-expose-headers"].lower()
 
 
-def metric(text: str, name: str, **labels) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def settled_metrics(client, **labels) -> str:
     """/metrics once every answered request is counted: the gateway counts a request just after its response."""
     text = client.get("/metrics").text
@@ -377,14 +349,6 @@ def test_metrics_move(client):
         )
     assert metric(after, "inspyrenet_startup_seconds") > 0
     assert metric(after, "inspyrenet_backend_info", backend="onnxruntime", device="cpu") == 1
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return "\nState:\tZ" not in handle.read()
-    except FileNotFoundError:
-        return False
 
 
 KEY = "s3cret-clé"

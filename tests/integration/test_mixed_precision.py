@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import FAST_SIZE
+from tests.harness import FAST_SIZE
 
 pytestmark = pytest.mark.slow
 

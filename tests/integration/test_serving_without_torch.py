@@ -5,21 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import textwrap
 
-from tests.conftest import REPO
-
-BLOCK_TORCH = "import sys; sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
-
-
-def run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+from tests.harness import REPO, linked_copy, run_without_torch
 
 
 def test_import_serving_does_not_import_torch():
@@ -126,7 +113,6 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
     from serving.bundle import load_bundle
     from serving.http.settings import Settings
     from serving.loading import preflight
-    from tests.test_build import linked_copy
 
     copy = linked_copy(fast_bundle, tmp_path / "bundle")
     result = serve_command("verify", str(copy), "--prune")
@@ -146,7 +132,6 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
 
 
 def test_verify_refuses_an_altered_servable_file_in_one_line(fast_bundle, tmp_path):
-    from tests.test_build import linked_copy
 
     copy = linked_copy(fast_bundle, tmp_path / "bundle")
     with open(copy / "model.onnx", "ab") as handle:  # a copy, not a link: the original is safe

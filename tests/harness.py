@@ -1,0 +1,282 @@
+"""The test harness every tier shares: the repository, commands run as a user runs them, servers on
+loopback ports, processes and their children, and a Python that cannot import torch.
+
+Tests import from here (and from tests/toy_bundle.py), never from each other; the one helper the
+benchmarks own (``descendants``) comes through here too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.bench.serve_bench import descendants  # noqa: F401  (the process walk the benchmarks use)
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_SIZE = (384, 384)
+API = "/v1/remove-background"
+
+
+# -- what this machine has ---------------------------------------------------------------------
+
+
+def has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def has_cuda() -> bool:
+    if not has_torch():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# -- commands, as a user runs them -------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the ``inspyrenet`` command line in a new process, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def invoke_cli(*args: str) -> subprocess.CompletedProcess:
+    """The ``inspyrenet`` command run in this process by click's test runner: exit code, stdout and stderr
+    as ``run_cli`` gives them, without a new interpreter per call (commands that import no torch)."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return "\nState:\tZ" not in handle.read()
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids: list[int], seconds: float = 15) -> list[int]:
+    """Wait until none of ``pids`` runs; the ones still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if alive(pid)]
+
+
+# -- a Python that cannot import torch ---------------------------------------------------------
+
+# A sitecustomize that makes "import torch" fail in every process that inherits PYTHONPATH
+# (LitServe's spawned workers included).
+BLOCK_TORCH = '''
+import importlib.machinery
+import sys
+
+class _NoTorch:
+    """Finds torch (so availability checks still see it) but refuses to import it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            return importlib.machinery.ModuleSpec(name, self)
+        return None
+
+    def create_module(self, spec):
+        raise ImportError("torch is blocked in this test: the serving path must not import it")
+
+    def exec_module(self, module):
+        raise ImportError("torch is blocked")
+
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+
+def torch_blocked_pythonpath(extra_code: str = "") -> str:
+    """A PYTHONPATH whose sitecustomize blocks torch (then runs ``extra_code``), with the repository after it."""
+    site = Path(tempfile.mkdtemp(prefix="no-torch-"))
+    (site / "sitecustomize.py").write_text(BLOCK_TORCH + extra_code)
+    return os.pathsep.join([str(site), str(REPO)])
+
+
+def run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -c CODE ARGS`` in the repository, where any ``import torch`` raises ImportError."""
+    import textwrap
+
+    block = "import sys; sys.modules['torch'] = None\n"
+    return subprocess.run(
+        [sys.executable, "-c", block + textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+    health_codes: list = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(
+    bundle: Path, env: dict | None = None, block_torch: bool = True, timeout: float = 240
+) -> ServerProcess:
+    """``inspyrenet-serve serve`` (the serving-only command) on a free loopback port, once /health says 200."""
+    import httpx
+
+    port = free_port()
+    full_env = {**os.environ, "PORT": str(port), "INSPYRENET_HOST": "127.0.0.1", **(env or {})}
+    if block_torch:
+        full_env["PYTHONPATH"] = torch_blocked_pythonpath()
+    log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", "serve", "--artifacts", str(bundle)],
+        cwd=REPO,
+        env=full_env,
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+    )
+    server = ServerProcess(process, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            code = httpx.get(f"{server.url}/health", timeout=5).status_code
+        except httpx.TransportError:
+            code = "refused"
+        server.health_codes.append(code)
+        if code == 200:
+            return server
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server not healthy after {timeout} s:\n{log_path.read_text()[-3000:]}")
+
+
+# -- requests and answers ----------------------------------------------------------------------
+
+
+def photo_bytes(fmt: str = "JPEG", size=(451, 300), mode="RGB", **params) -> bytes:
+    """A sample photo (chelsea), resized and encoded: a request body."""
+    from pipeline import samples
+
+    img = samples.photo("chelsea").resize(size).convert(mode)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def post_image(client, data: bytes, content_type="image/jpeg", **params):
+    return client.post(API, content=data, headers={"Content-Type": content_type}, params=params)
+
+
+def decode(response):
+    """The image of a 200 answer (a PIL image)."""
+    from PIL import Image
+
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """One sample of a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# The target an engine built on Cloud Run's L4 records in its manifest (version-compatible, lean runtime excluded).
+L4_ENGINE_TARGET = {
+    "gpu_name": "NVIDIA L4",
+    "compute_capability": "8.9",
+    "hardware_compatibility": "none",
+    "version_compatible": True,
+    "lean_runtime_excluded": True,
+    "tensorrt_version": "11.1.0.106",
+}
+
+
+# -- bundles -----------------------------------------------------------------------------------
+
+
+def linked_copy(src: Path, dst: Path) -> Path:
+    """A copy of a bundle whose big files are hard links (cheap), manifest and ONNX graph copied."""
+    dst.mkdir()
+    for path in src.iterdir():
+        if path.is_dir():
+            shutil.copytree(path, dst / path.name)  # the parity report
+        elif path.name in ("manifest.json", "model.onnx"):
+            shutil.copy2(path, dst / path.name)
+        else:
+            try:
+                os.link(path, dst / path.name)
+            except OSError:  # another file system
+                shutil.copy2(path, dst / path.name)
+    return dst
+
+
+def _needs_cuda():
+    import pytest
+
+    return pytest.mark.skipif(not has_cuda(), reason="needs a CUDA GPU; this machine has none")
+
+
+needs_cuda = _needs_cuda()

@@ -31,12 +31,24 @@ def gpu_check(*args: str, timeout: float) -> dict:
 def test_gpu_check_runs_end_to_end_on_cpu(session_cache, tmp_path):
     out = tmp_path / "gpu-check.json"
     summary = gpu_check(
-        "--device", "cpu", "--mode", "fast", "--images", "1", "--repeats", "1", "--out", str(out), timeout=600
-    )
+        "--device",
+        "cpu",
+        "--mode",
+        "fast",
+        "--images",
+        "1",
+        "--repeats",
+        "1",
+        "--fp16-execution",
+        "emulated",
+        "--out",
+        str(out),
+        timeout=600,
+    )  # emulated: native fp16 on a CPU without it is 60x slower (the auto probe is tested in tests/unit)
     assert summary["size"] == [384, 384] and summary["images"] == ["astronaut"]
     islands = summary["fp16_islands"]
     assert islands["worst"]["nonfinite"] == 0 and 0 < islands["worst"]["max_abs"] < 0.15
-    assert islands["execution"]["mode"] in ("native", "emulated") and islands["execution"]["cpu_capability"]
+    assert islands["execution"]["mode"] == "emulated" and islands["execution"]["cpu_capability"]
     assert summary["torchscript"]["worst"]["max_abs"] == 0.0 and summary["torchscript"]["load_s"] > 0
     assert "skipped" in summary["tensorrt"]
     assert all("stage_s" in summary[stage] for stage in ("fp32_eager", "fp16_islands", "torchscript", "tensorrt"))

@@ -73,8 +73,10 @@ def test_execution_choice_is_reported():
     assert isinstance(fp16_context(emulated), Fp16Emulation)
     assert fp16_execution("cpu", "native").mode == "native"
     assert fp16_execution("cuda").mode == "native"
-    probed = fp16_execution("cpu")
+    threads = torch.get_num_threads()
+    probed = fp16_execution("cpu")  # the probe times both dtypes on one thread, then gives the threads back
     assert probed.mode in ("native", "emulated") and probed.reason.startswith("probe: ")
+    assert torch.get_num_threads() == threads
     with pytest.raises(ValueError):
         fp16_execution("cpu", "fast")
 

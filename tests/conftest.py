@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from tests.harness import FAST_SIZE, REPO, run_cli
+from tests.harness import FAST_SIZE, REPO, link_or_copy, run_cli
 
 TIERS = ("unit", "integration", "system")
 # Fixtures a unit test may not use: they build or run the real model, or start processes.
@@ -91,12 +91,7 @@ def seed_synthetic_checkpoints(source: Path | None, target: Path) -> None:
     """Hard links (copies across file systems) to the synthetic checkpoints an earlier build generated."""
     target.mkdir(parents=True)
     for checkpoint in sorted(source.glob("*.pth")) if source and source.is_dir() else []:
-        try:
-            os.link(checkpoint, target / checkpoint.name)
-        except OSError:
-            import shutil
-
-            shutil.copy2(checkpoint, target / checkpoint.name)
+        link_or_copy(checkpoint, target / checkpoint.name)
 
 
 @pytest.fixture(scope="session")

@@ -266,11 +266,16 @@ def linked_copy(src: Path, dst: Path) -> Path:
         elif path.name in ("manifest.json", "model.onnx"):
             shutil.copy2(path, dst / path.name)
         else:
-            try:
-                os.link(path, dst / path.name)
-            except OSError:  # another file system
-                shutil.copy2(path, dst / path.name)
+            link_or_copy(path, dst / path.name)
     return dst
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (cheap), or a copy where ``dst`` is on another file system."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _needs_cuda():

@@ -25,6 +25,7 @@ from serving.bundle import load_bundle
 from serving.errors import UserError
 from serving.http.params import FORMAT_ALIASES, FORMATS, OUTPUTS
 from serving.http.settings import BACKEND_CHOICES, Settings
+from serving.store.bundles import DEFAULT_PULL_TIMEOUT  # imports no client library
 
 
 class OneLineError(click.ClickException):
@@ -223,14 +224,75 @@ def batch(
     click.echo(f"summary: {where}", err=True)
 
 
+class PullLines:
+    """Pull progress on a terminal: one bar over the whole bundle (bytes, rate, time left); elsewhere a line a file."""
+
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.bar = None
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("pulling", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def begin(self, total_bytes: int, files: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, total=total_bytes)
+        else:
+            self.console.print(f"pulling {files} files, {total_bytes / 1e6:.0f} MB", highlight=False)
+
+    def file(self, name: str, size: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=name)
+        else:
+            self.console.print(f"downloading {name} ({size / 1e6:.1f} MB)", highlight=False)
+
+    def advance(self, nbytes: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, nbytes)
+
+
 @main.command()
 @click.argument("source", metavar="gs://BUCKET/PREFIX[/VERSION|/latest]")
 @click.argument("target", type=click.Path(file_okay=False, path_type=Path))
-def pull(source: str, target: Path) -> None:
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_PULL_TIMEOUT,
+    show_default=True,
+    help="Seconds the whole pull may take; past them it fails in one line (a stalled request: within 30 s more).",
+)
+def pull(source: str, target: Path, timeout: float) -> None:
     """Download a published bundle, verify every sha256, then move it into TARGET."""
     from serving.store.bundles import pull as pull_bundle
 
-    pull_bundle(source, target, progress=lambda m: click.echo(m, err=True))
+    with PullLines() as progress:
+        pull_bundle(source, target, progress=progress, timeout=timeout)
     click.echo(f"pulled and verified: {target}")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from serving.atomic_files import replace_directory
 from serving.bundle import BundleError, is_inside, load_bundle, read_manifest
 from serving.manifest import MANIFEST_NAME
-from serving.store.gcs import GsUri, StorageError, client, parse_gs_uri, storage_call
+from serving.store.gcs import Deadline, GsUri, StorageError, client, download_chunked, parse_gs_uri, storage_call
 
 LATEST = "latest"
 
@@ -37,8 +37,9 @@ def _bundle_files(bundle_dir: Path) -> list[Path]:
     return files
 
 
-def _bucket(uri: GsUri):
-    bucket = storage_call(uri, lambda: client().lookup_bucket(uri.bucket))
+def _bucket(uri: GsUri, deadline: Deadline | None = None):
+    request = deadline.request() if deadline else {}
+    bucket = storage_call(uri, lambda: client().lookup_bucket(uri.bucket, **request))
     if bucket is None:
         raise StorageError(f"gs://{uri.bucket}: bucket not found (create it first, or check the name)")
     return bucket
@@ -93,60 +94,83 @@ def _move_latest(bucket, prefix: GsUri, version: GsUri) -> None:
     storage_call(pointer, lambda: bucket.blob(pointer.name).upload_from_string(key, content_type="text/plain"))
 
 
-def resolve_version(uri: str) -> GsUri:
+DEFAULT_PULL_TIMEOUT = 900.0  # seconds: a 1 GB bundle at 2 MB/s still fits
+
+
+class PullProgress:
+    """What a pull reports: the bytes it will fetch, each file as it starts, bytes as they arrive."""
+
+    def begin(self, total_bytes: int, files: int) -> None:
+        pass
+
+    def file(self, name: str, size: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+
+def resolve_version(uri: str, deadline: Deadline | None = None) -> GsUri:
     """``gs://B/PREFIX/latest`` or ``gs://B/PREFIX/VERSION`` (or ``gs://B/PREFIX``, meaning latest)."""
+    deadline = deadline or Deadline(DEFAULT_PULL_TIMEOUT, "resolving the version")
     parsed = parse_gs_uri(uri)
-    bucket = _bucket(parsed)
+    bucket = _bucket(parsed, deadline)
     last = parsed.name.rsplit("/", 1)[-1] if parsed.name else ""
     if last != LATEST:
         manifest = bucket.blob(parsed.child(MANIFEST_NAME).name)
-        if storage_call(parsed, manifest.exists):
+        if storage_call(parsed, partial(manifest.exists, **deadline.request())):
             return parsed
         pointer_prefix = parsed
     else:
         pointer_prefix = GsUri(parsed.bucket, parsed.name.rsplit("/", 1)[0] if "/" in parsed.name else "")
     pointer = pointer_prefix.child(LATEST)
     blob = bucket.blob(pointer.name)
-    if not storage_call(pointer, blob.exists):
+    if not storage_call(pointer, partial(blob.exists, **deadline.request())):
         raise StorageError(f"{uri}: no published bundle there (no {MANIFEST_NAME} and no '{LATEST}' pointer)")
-    key = storage_call(pointer, blob.download_as_bytes).decode().strip()
+    key = storage_call(pointer, partial(blob.download_as_bytes, **deadline.request())).decode().strip()
     return pointer_prefix.child(key)
 
 
-def pull(uri: str, target: Path, progress=lambda message: None, reports: bool = True) -> Path:
+def pull(
+    uri: str,
+    target: Path,
+    progress: PullProgress | None = None,
+    reports: bool = True,
+    timeout: float = DEFAULT_PULL_TIMEOUT,
+) -> Path:
     """Download, verify, then move the bundle into ``target``; ``target`` is untouched on any failure.
 
-    ``reports=False`` leaves out the parity report (``parity/``, about a hundred
-    images): a server needs only the manifest and the artifacts.
+    The whole pull finishes or fails (one StorageError line) within ``timeout``
+    seconds, plus at most one request's read timeout. ``reports=False`` leaves
+    out the parity report (``parity/``, about a hundred images): a server needs
+    only the manifest and the artifacts.
     """
-    version = resolve_version(uri)
-    bucket = _bucket(version)
+    progress = progress or PullProgress()
+    deadline = Deadline(timeout, "the pull")
+    version = resolve_version(uri, deadline)
+    bucket = _bucket(version, deadline)
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.pull-", dir=target.parent))
     try:
         manifest_blob = bucket.blob(version.child(MANIFEST_NAME).name)
-        if not storage_call(version, manifest_blob.exists):
+        if not storage_call(version, partial(manifest_blob.exists, **deadline.request())):
             raise StorageError(f"{version}: incomplete or missing version (no {MANIFEST_NAME})")
-        storage_call(version, lambda: manifest_blob.download_to_filename(str(staging / MANIFEST_NAME)))
+        storage_call(
+            version, partial(manifest_blob.download_to_filename, str(staging / MANIFEST_NAME), **deadline.request())
+        )
         try:  # the manifest's own checks (schema, every path inside the bundle) before any other download
             listed = load_bundle(staging, verify=False)
         except BundleError as exc:
             raise StorageError(f"{version}: refusing the manifest: {exc}") from None
-        for entry in [entry for artifact in listed.artifacts for entry in artifact.files]:
-            progress(f"downloading {entry.file}")
-            remote = version.child(entry.file)
-            local = staging / entry.file
-            local.parent.mkdir(parents=True, exist_ok=True)
-            storage_call(remote, partial(bucket.blob(remote.name).download_to_filename, str(local)))
-        report_files = bucket.list_blobs(prefix=version.child("parity").name + "/") if reports else ()
-        for blob in storage_call(version, lambda: list(report_files)):
-            name = blob.name[len(version.name) + 1 :]
-            if not is_inside(staging, name):  # a remote listing is outside input too
-                raise StorageError(f"{version}: refusing the object {blob.name!r}: its name leaves the bundle")
-            local = staging / name
-            local.parent.mkdir(parents=True, exist_ok=True)
-            storage_call(version, partial(blob.download_to_filename, str(local)))
+        files = [(entry.file, entry.bytes) for artifact in listed.artifacts for entry in artifact.files]
+        if reports:
+            files += _report_files(bucket, version, staging, deadline)
+        progress.begin(sum(size for _, size in files), len(files))
+        for name, size in files:
+            progress.file(name, size)
+            remote = version.child(name)
+            download_chunked(remote, bucket.blob(remote.name), size, staging / name, deadline, progress.advance)
         try:
             load_bundle(staging, verify=True)
         except BundleError as exc:
@@ -155,3 +179,16 @@ def pull(uri: str, target: Path, progress=lambda message: None, reports: bool = 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _report_files(bucket, version: GsUri, staging: Path, deadline: Deadline) -> list[tuple[str, int]]:
+    """(name inside the bundle, size) of every object of the version's parity report."""
+    prefix = version.child("parity").name + "/"
+    blobs = storage_call(version, lambda: list(bucket.list_blobs(prefix=prefix, **deadline.request())))
+    files = []
+    for blob in blobs:
+        name = blob.name[len(version.name) + 1 :]
+        if not is_inside(staging, name):  # a remote listing is outside input too
+            raise StorageError(f"{version}: refusing the object {blob.name!r}: its name leaves the bundle")
+        files.append((name, int(blob.size or 0)))
+    return files

@@ -6,7 +6,9 @@ fake-gcs-server); the client then needs no credentials.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from serving.atomic_files import atomic_path
@@ -15,6 +17,37 @@ from serving.errors import UserError
 
 class StorageError(UserError):
     """A bucket or object that cannot be read or written; the message is one line."""
+
+
+# (connect, read) seconds for every request of a transfer: a server that stops answering
+# (the cause of a pull that never ended: an emulator blocked on its own log pipe) fails the
+# request after 30 s, then the request's retries, which end with the transfer's deadline.
+REQUEST_TIMEOUT = (10.0, 30.0)
+CHUNK_BYTES = 64 * 2**20  # one ranged request; progress and the deadline are checked between them
+MAX_RETRY_SECONDS = 120.0
+
+
+class Deadline:
+    """The time a whole transfer has. Each request retries until min(2 min, the time left)."""
+
+    def __init__(self, seconds: float, what: str):
+        self.seconds, self.what = float(seconds), what
+        self.ends = time.monotonic() + self.seconds
+
+    def remaining(self) -> float:
+        return self.ends - time.monotonic()
+
+    def check(self, uri: GsUri | str, done: str = "") -> None:
+        if self.remaining() <= 0:
+            where = f" ({done})" if done else ""
+            raise StorageError(f"{uri}: {self.what} did not finish within its {self.seconds:.0f} s limit{where}")
+
+    def request(self) -> dict:
+        """Keyword arguments for one client call: its timeout and a retry that ends with the deadline."""
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        left = max(1.0, min(MAX_RETRY_SECONDS, self.remaining()))
+        return {"timeout": REQUEST_TIMEOUT, "retry": DEFAULT_RETRY.with_timeout(left)}
 
 
 @dataclass(frozen=True)
@@ -93,6 +126,36 @@ def download_blob(uri: GsUri, blob, dest: Path) -> None:
             blob.download_to_filename(str(tmp), checksum="auto")
 
     storage_call(uri, download)
+
+
+def download_chunked(uri: GsUri, blob, size: int, dest: Path, deadline: Deadline, advance=lambda n: None) -> None:
+    """Download ``size`` bytes of ``blob`` to ``dest`` atomically, in ranged requests of CHUNK_BYTES.
+
+    Between requests the deadline is checked and ``advance(nbytes)`` reports
+    progress; the caller verifies the file's sha256 afterwards.
+    """
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+        done = 0
+        while done < size:
+            deadline.check(uri, f"{done / 1e6:.0f} of {size / 1e6:.0f} MB of this object")
+            end = min(done + CHUNK_BYTES, size) - 1
+            read = partial(blob.download_as_bytes, start=done, end=end, checksum=None, **deadline.request())
+            data = storage_call(uri, partial(_read_range, read))
+            if not data:
+                raise StorageError(f"{uri}: refusing the download: the object ends after {done} of its {size} bytes")
+            out.write(data)
+            done += len(data)
+            advance(len(data))
+
+
+def _read_range(read) -> bytes:
+    """One ranged read; a range past the object's end (416) reads as nothing: the object is shorter."""
+    from google.api_core.exceptions import RequestRangeNotSatisfiable
+
+    try:
+        return read()
+    except RequestRangeNotSatisfiable:
+        return b""
 
 
 def download_cached(uri: GsUri, cache_dir: Path) -> Path:

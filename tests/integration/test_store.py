@@ -21,7 +21,10 @@ def bucket(gcs_emulator):
     return name
 
 
-def test_round_trip(bucket, tmp_path):
+def test_round_trip(bucket, tmp_path, monkeypatch):
+    from serving.store import gcs
+
+    monkeypatch.setattr(gcs, "CHUNK_BYTES", 3)  # every object in several ranged requests
     bundle = small_bundle(tmp_path / "fast")
     published = invoke_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
     assert published.returncode == 0, published.stderr
@@ -31,11 +34,58 @@ def test_round_trip(bucket, tmp_path):
         target = tmp_path / f"pulled-{abs(hash(source))}"
         pulled = invoke_cli("pull", source, str(target))
         assert pulled.returncode == 0, pulled.stderr
+        assert "downloading model.onnx (0.0 MB)" in pulled.stderr  # progress: a line a file off a terminal
         assert (target / "model.onnx").read_bytes() == b"weights v1"
         assert (target / "manifest.json").read_bytes() == (bundle / "manifest.json").read_bytes()
         assert json.loads((target / "parity" / "report.json").read_text()) == {"passed": True}
     again = invoke_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
     assert again.returncode == 0 and "already published" in again.stdout
+
+
+@pytest.fixture()
+def stalled_server():
+    """A loopback server that accepts connections and never answers (an emulator blocked on its log pipe)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    listener.close()
+
+
+def test_a_pull_from_a_server_that_stops_answering_fails_in_one_line_in_its_time(stalled_server, tmp_path, monkeypatch):
+    import time
+
+    from serving.store import gcs
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", stalled_server)
+    monkeypatch.setattr(gcs, "REQUEST_TIMEOUT", (1.0, 1.0))
+    start = time.monotonic()
+    result = invoke_cli("pull", "gs://stalled-bucket/p/latest", str(tmp_path / "out"), "--timeout", "3")
+    elapsed = time.monotonic() - start
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: gs://stalled-bucket"), result.stderr
+    assert elapsed < 3 + 1 + 4, f"took {elapsed:.1f} s"  # the limit, one read timeout, slack for a slow machine
+    assert not (tmp_path / "out").exists()
 
 
 def test_published_tells_a_retried_build_what_is_already_there(bucket, tmp_path):

@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -180,28 +181,139 @@ def compile_engine(onnx_path: Path, settings: dict[str, Any]) -> tuple[bytes, di
         profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
     cache_path = Path(settings["timing_cache"]) if settings.get("timing_cache") else None
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    applied["timing_cache"] = use_timing_cache(config, cache_path)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BuildError("TensorRT failed to build the engine (see the TensorRT log lines above)")
     if cache_path is not None:
-        from serving.atomic_files import write_bytes_atomic
-
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+        save_timing_cache(config, cache_path)
     return bytes(plan), applied
 
 
-def describe_engine(plan: bytes, size: tuple[int, int], opt_batch: int = 1) -> dict[str, Any]:
-    """I/O tensors and the inspector's per-layer information (needs TensorRT and a GPU)."""
+def warn(message: str) -> None:
+    """One warning line on stderr (the build's console is stdout)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def use_timing_cache(config, cache_path: Path | None) -> str:
+    """Give the builder the stored timing cache, or a fresh one; what was used ('stored' | 'fresh' | 'none').
+
+    A cache from another GPU or TensorRT version (or a damaged file) costs one
+    warning line and a fresh cache, never the build: ``set_timing_cache`` with
+    ``ignore_mismatch=False`` returns False for a cache of another device.
+    """
+    if cache_path is None:
+        return "none"
+    stored = b""
+    if cache_path.is_file():
+        try:
+            stored = cache_path.read_bytes()
+        except OSError as exc:
+            warn(f"cannot read the TensorRT timing cache {cache_path} ({exc.strerror}); starting a fresh one")
+    if stored:
+        try:
+            cache = config.create_timing_cache(stored)
+            if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+                return "stored"
+        except Exception:  # TensorRT raises assorted types for a damaged cache
+            pass
+        warn(
+            f"the TensorRT timing cache {cache_path} is from another GPU or TensorRT version, or damaged; "
+            "starting a fresh one"
+        )
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        warn("TensorRT refused a fresh timing cache; building without one")
+        return "none"
+    return "fresh"
+
+
+def save_timing_cache(config, cache_path: Path) -> None:
+    """Store the builder's timing cache for the next build; a cache that cannot be had or written is a warning."""
+    from serving.atomic_files import write_bytes_atomic
+
+    cache = config.get_timing_cache()
+    if cache is None:
+        warn("TensorRT returned no timing cache after the build; the next build starts without one")
+        return
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(cache_path, bytes(cache.serialize()))
+    except OSError as exc:
+        warn(f"cannot write the TensorRT timing cache {cache_path} ({exc.strerror})")
+
+
+def serving_runtime():
+    """The lean runtime module, which is what serves the engine (serving.backends.tensorrt prefers it).
+
+    The plan is built with the lean runtime excluded, which TensorRT documents
+    as needing a lean runtime of the same version to run (``IRuntime::loadRuntime``);
+    the build checks the engine with that runtime, so an engine that passes is
+    one the server can open.
+    """
     import tensorrt as trt
 
-    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-    runtime.engine_host_code_allowed = True
+    try:
+        import tensorrt_lean
+    except ImportError as exc:
+        raise BuildError(
+            f"the TensorRT lean runtime (tensorrt-lean-cu12=={trt.__version__}) is not installed: the engine "
+            f"is checked with the runtime that serves it ({exc})"
+        ) from None
+    if str(tensorrt_lean.__version__) != str(trt.__version__):
+        raise BuildError(
+            f"the lean runtime is TensorRT {tensorrt_lean.__version__} and the builder {trt.__version__}: "
+            "an engine built with the lean runtime excluded needs the same version (constraints/cuda12.txt)"
+        )
+    return tensorrt_lean
+
+
+def lean_library(lean) -> Path:
+    """The lean runtime's shared library (``libnvinfer_lean.so.<major>``) that ``lean`` loads."""
+    import tensorrt_lean_libs
+
+    major = str(lean.__version__).split(".")[0]
+    path = Path(tensorrt_lean_libs.__file__).parent / f"libnvinfer_lean.so.{major}"
+    if not path.is_file():
+        raise BuildError(f"the lean runtime's library is missing: {path}")
+    return path
+
+
+def describe_engine(plan: bytes, size: tuple[int, int], opt_batch: int = 1) -> dict[str, Any]:
+    """I/O tensors from the lean runtime, and the inspector's per-layer information (needs TensorRT and a GPU).
+
+    The lean Python module has no engine inspector binding, so the layers are
+    read through the builder's bindings with the same lean library loaded
+    (``Runtime.load_runtime``), the way Polygraphy's ``--load-runtime`` does.
+    """
+    import tensorrt as trt
+
+    lean = serving_runtime()
+    engine = open_engine(lean.Runtime(lean.Logger(lean.Logger.ERROR)), plan, "the lean runtime")
+    io = engine_io(engine, lean)
+    shim = trt.Runtime(trt.Logger(trt.Logger.ERROR)).load_runtime(str(lean_library(lean)))
+    if shim is None:
+        raise BuildError(f"TensorRT could not load the lean runtime library {lean_library(lean)}")
+    inspected = open_engine(shim, plan, "the lean runtime loaded by the builder")
+    context = inspected.create_execution_context()
+    context.set_input_shape(io["input"]["name"], (opt_batch, 3, *size))
+    inspector = inspected.create_engine_inspector()
+    inspector.execution_context = context
+    layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    return {"io": io, "layers": layers, "checked_with": f"tensorrt_lean {lean.__version__}"}
+
+
+def open_engine(runtime, plan: bytes, which: str):
+    if hasattr(runtime, "engine_host_code_allowed"):
+        runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
-        raise BuildError("the TensorRT engine just built does not deserialise")
+        raise BuildError(f"{which} cannot deserialise the engine just built: the server could not open it")
+    return engine
+
+
+def engine_io(engine, trt) -> dict[str, Any]:
+    """The engine's input and output tensors: name, dtype, shape, and the input's profile shapes."""
     io = {}
     for index in range(engine.num_io_tensors):
         name = engine.get_tensor_name(index)
@@ -216,12 +328,7 @@ def describe_engine(plan: bytes, size: tuple[int, int], opt_batch: int = 1) -> d
             io["input"] = entry
         else:
             io["output"] = entry
-    context = engine.create_execution_context()
-    context.set_input_shape(io["input"]["name"], (opt_batch, 3, *size))
-    inspector = engine.create_engine_inspector()
-    inspector.execution_context = context
-    layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    return {"io": io, "layers": layers}
+    return io
 
 
 def tensor_dtype(text: str) -> str:

@@ -2,10 +2,14 @@
 
 The lean runtime (``tensorrt_lean``, ~46 MB) is preferred; the full
 ``tensorrt`` package is accepted. Device memory comes from the CUDA runtime
-bindings (cuda-python). Everything is allocated once, for the artifact's
+bindings (cuda-python). Buffers are allocated once, for the artifact's
 largest batch; each call copies in, runs on the backend's own stream and
-copies out. After the first call at a batch size the enqueue is captured as
-a CUDA graph and replayed (set INSPYRENET_TRT_CUDA_GRAPHS=0 to turn off).
+copies out. Each batch size gets its own execution context, its input shape
+set once (all contexts share one scratch block: they run one at a time).
+After the first call at a batch size, that context's enqueue is captured as
+a CUDA graph and replayed: a graph is never replayed on a context whose shape
+changed since the capture (set INSPYRENET_TRT_CUDA_GRAPHS=0 to turn graphs
+off).
 
 Before the plan is deserialised, the manifest's target (compute capability,
 TensorRT version, compatibility flags) is compared with this machine; a
@@ -87,6 +91,20 @@ def machine_problem(artifact: Artifact) -> str | None:
         return str(exc)
 
 
+class ShapeContext:
+    """An execution context fixed to one batch size, and the CUDA graph captured on it.
+
+    A captured graph belongs to the shapes and state of the context it was
+    captured on, so a context's input shape is set once, when it is made, and
+    never changed: each batch size the backend meets gets its own context.
+    """
+
+    def __init__(self, context, batch: int, graph=None):
+        self.context = context
+        self.batch = batch
+        self.graph = graph
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
@@ -98,28 +116,26 @@ class TensorRTBackend(Backend):
         self._cudart = cudart
         if problem:
             raise BackendUnavailable(problem)
+        self._trt = trt
         self.device = "cuda"
         self.runtime_name = runtime_name
         self._buffers: list[int] = []
         self._host: list[int] = []
-        self._graphs: dict[int, object] = {}
+        self._contexts: dict[int, ShapeContext] = {}
         self._use_graphs = os.environ.get("INSPYRENET_TRT_CUDA_GRAPHS", "1") != "0"
         self.stream: Any = None
         self._check(cudart.cudaSetDevice(0), "select the GPU")
 
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-        if runtime_name == "tensorrt" and hasattr(self.runtime, "engine_host_code_allowed"):
-            # Version-compatible plans embed the lean runtime's host code; the
-            # bundle's sha256 was verified before this point.
+        if hasattr(self.runtime, "engine_host_code_allowed"):  # the lean and the full runtime both have it
+            # Version-compatible plans may carry host code; the bundle's sha256 was verified before this point.
             self.runtime.engine_host_code_allowed = True
         self.engine = self.runtime.deserialize_cuda_engine(bundle.path(artifact.main).read_bytes())
         if self.engine is None:
             raise BackendUnavailable(f"TensorRT could not deserialise {artifact.file} (corrupt or incompatible plan)")
         self.input_name, self.output_name = self._io_names(artifact)
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise BackendUnavailable("TensorRT could not create an execution context (out of GPU memory?)")
         self._allocate()
+        self._shape_context(1)  # a context that cannot be made fails the load, not the first request
 
     @staticmethod
     def _io_names(artifact: Artifact) -> tuple[str, str]:
@@ -133,6 +149,12 @@ class TensorRTBackend(Backend):
         return result[1] if isinstance(result, tuple) and len(result) > 1 else None
 
     def _allocate(self) -> None:
+        """The buffers every context shares: input, output, pinned host copies, and one scratch block.
+
+        The contexts run one at a time on the backend's one stream, so they share
+        the engine's scratch memory (sized for its largest profile) instead of each
+        holding its own.
+        """
         cudart = self._cudart
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if sorted(names) != sorted([self.input_name, self.output_name]):
@@ -147,11 +169,29 @@ class TensorRTBackend(Backend):
         self.stream = self._check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "create a stream")
         self.d_in = self._device(self.in_bytes)
         self.d_out = self._device(self.out_bytes)
+        self.scratch_bytes = int(self.engine.device_memory_size_v2)
+        self.d_scratch = self._device(max(self.scratch_bytes, 1))
         self.h_in_ptr, self.h_in = self._pinned(self.in_shape)
         self.h_out_ptr, self.h_out = self._pinned(self.out_shape)
+
+    def _shape_context(self, n: int) -> ShapeContext:
+        """The context for batch size ``n``, made on first use: shape, buffers and scratch set once."""
+        found = self._contexts.get(n)
+        if found is not None:
+            return found
+        strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        context = self.engine.create_execution_context(strategy)
+        if context is None:
+            raise BackendUnavailable("TensorRT could not create an execution context")
+        context.set_device_memory(self.d_scratch, self.scratch_bytes)
+        height, width = self.bundle.input_size
+        if not context.set_input_shape(self.input_name, (n, 3, height, width)):
+            raise ValueError(f"the engine does not accept a batch of {n}")
         for name, pointer in ((self.input_name, self.d_in), (self.output_name, self.d_out)):
-            if not self.context.set_tensor_address(name, pointer):
+            if not context.set_tensor_address(name, pointer):
                 raise BackendUnavailable(f"TensorRT refused the device buffer of tensor {name!r}")
+        self._contexts[n] = ShapeContext(context, n)
+        return self._contexts[n]
 
     def _device(self, nbytes: int) -> int:
         pointer = int(self._check(self._cudart.cudaMalloc(nbytes), f"allocate {nbytes} bytes on the GPU"))
@@ -165,24 +205,23 @@ class TensorRTBackend(Backend):
         array = np.ctypeslib.as_array((ctypes.c_float * count).from_address(pointer)).reshape(shape)
         return pointer, array
 
-    def _enqueue(self, n: int) -> None:
-        if not self._use_graphs:
-            self._execute()
-            return
-        graph = self._graphs.get(n)
-        if graph is None:
-            self._execute()  # the first run at a shape does TensorRT's deferred set-up: not capturable
-            graph = self._capture(n)
-            if graph is None:
+    def _enqueue(self, shaped: ShapeContext) -> None:
+        if shaped.graph is None and self._use_graphs:
+            self._execute(shaped)  # the first run at a shape does TensorRT's deferred set-up: not capturable
+            shaped.graph = self._capture(shaped)
+            if shaped.graph is None:
                 return
-        self._check(self._cudart.cudaGraphLaunch(graph, self.stream), "launch the CUDA graph")
+        if shaped.graph is None:
+            self._execute(shaped)
+            return
+        self._check(self._cudart.cudaGraphLaunch(shaped.graph, self.stream), "launch the CUDA graph")
 
-    def _execute(self) -> None:
-        if not self.context.execute_async_v3(int(self.stream)):
-            raise RuntimeError("TensorRT execution failed")
+    def _execute(self, shaped: ShapeContext) -> None:
+        if not shaped.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError(f"TensorRT execution failed at batch {shaped.batch}")
 
-    def _capture(self, n: int):
-        """Capture one enqueue at batch ``n`` as a CUDA graph; None (and graphs off) when that fails.
+    def _capture(self, shaped: ShapeContext):
+        """Capture one enqueue of ``shaped``'s context as a CUDA graph; None (and graphs off) when that fails.
 
         The capture is always ended and the captured graph always destroyed (only
         its instantiated executable is kept), whichever step fails.
@@ -194,7 +233,7 @@ class TensorRTBackend(Backend):
             mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
             self._check(cudart.cudaStreamBeginCapture(self.stream, mode), "begin graph capture")
             capturing = True
-            self._execute()
+            self._execute(shaped)
             capturing = False
             graph = self._check(cudart.cudaStreamEndCapture(self.stream), "end graph capture")
             executable = self._check(cudart.cudaGraphInstantiate(graph, 0), "instantiate the graph")
@@ -203,39 +242,41 @@ class TensorRTBackend(Backend):
                 _, partial = cudart.cudaStreamEndCapture(self.stream)
                 if partial:
                     cudart.cudaGraphDestroy(partial)
-            log.warning("CUDA graph capture failed at batch %d (%s); running without graphs", n, exc)
+            log.warning("CUDA graph capture failed at batch %d (%s); running without graphs", shaped.batch, exc)
             self._use_graphs = False
             return None
         finally:
             if graph is not None:
                 cudart.cudaGraphDestroy(graph)
-        self._graphs[n] = executable
         return executable
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         cudart = self._cudart
         n = len(batch)
-        height, width = self.bundle.input_size
+        shaped = self._shape_context(n)
         in_bytes, out_bytes = self.in_bytes // self.max_batch * n, self.out_bytes // self.max_batch * n
         self.h_in[:n] = batch
-        if not self.context.set_input_shape(self.input_name, (n, 3, height, width)):
-            raise ValueError(f"the engine does not accept a batch of {n}")
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self._check(cudart.cudaMemcpyAsync(self.d_in, self.h_in_ptr, in_bytes, h2d, self.stream), "copy in")
-        self._enqueue(n)
+        self._enqueue(shaped)
         self._check(cudart.cudaMemcpyAsync(self.h_out_ptr, self.d_out, out_bytes, d2h, self.stream), "copy out")
         self._check(cudart.cudaStreamSynchronize(self.stream), "synchronise")
         return self.h_out[:n].copy()
 
     def describe(self) -> dict:
-        return {**super().describe(), "runtime": self.runtime_name, "cuda_graphs": self._use_graphs}
+        return {
+            **super().describe(),
+            "runtime": self.runtime_name,
+            "cuda_graphs": self._use_graphs,
+            "contexts": sorted(self._contexts),
+        }
 
     def close(self) -> None:
         cudart = self._cudart
-        for executable in self._graphs.values():
-            cudart.cudaGraphExecDestroy(executable)
-        self._graphs.clear()
-        self.context = None
+        for shaped in self._contexts.values():
+            if shaped.graph is not None:
+                cudart.cudaGraphExecDestroy(shaped.graph)
+        self._contexts.clear()
         self.engine = None
         for pointer in self._buffers:
             cudart.cudaFree(pointer)

@@ -311,6 +311,42 @@ def verify(bundle_dir: Path) -> None:
         click.echo("note: synthetic checkpoint; this bundle is not for production")
 
 
+@main.command("gpu-check")
+@click.argument("bundle", metavar="BUNDLE_DIR|gs://BUCKET/PREFIX[/VERSION|/latest]")
+@click.option(
+    "--out",
+    default=None,
+    metavar="PATH|gs://BUCKET/PREFIX",
+    help="Also write the JSON here after every stage: a file, a folder (gpu-check.json) or a gs:// prefix.",
+)
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=60),
+    default=420,
+    show_default=True,
+    help="Seconds for the whole check; the engine build gets what the other stages leave.",
+)
+@click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True, help="Timed runs per latency.")
+@click.option(
+    "--engine-flag",
+    "engine_flags",
+    multiple=True,
+    metavar="FLAG",
+    help="Passed on to `inspyrenet build-engine` (e.g. --engine-flag=--trt-max-batch=2).",
+)
+def gpu_check(bundle: str, out: str | None, budget: float, repeats: int, engine_flags: tuple[str, ...]) -> None:
+    """Check the engine route on this GPU, without torch: one JSON (exit 0 passed, 1 failed, 3 no GPU)."""
+    import json
+
+    from pipeline.engine_check import check, summary_writer
+
+    if not bundle.startswith("gs://") and not (Path(bundle) / "manifest.json").is_file():
+        raise click.UsageError(f"{bundle}: no bundle there (no manifest.json) and not a gs:// URI")
+    summary, status = check(bundle, budget, repeats, engine_flags, summary_writer(out))
+    click.echo(json.dumps(summary, indent=2, default=str))
+    sys.exit(status)
+
+
 main.add_command(serving_cli.serve, name="serve")
 main.add_command(serving_cli.batch, name="batch")
 main.add_command(serving_cli.pull, name="pull")

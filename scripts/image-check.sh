@@ -269,7 +269,20 @@ order_status=$?
 one_line=$(docker run --rm --entrypoint inspyrenet -v "$repo/$bundle:/bundle:ro" "$TAG-build" \
     build-engine /bundle --require-tensorrt 2>&1)  # stdout and stderr: nothing but the error line
 one_line_status=$?
+# 4. the GPU check from the build image (deploy/cloudrun/gpu-check-job.yaml's command), on this machine
+#    without a GPU: one JSON whose stages say "no GPU", exit 3
+gpu_check=$(docker run --rm --entrypoint inspyrenet -v "$repo/$bundle:/bundle:ro" "$TAG-build" gpu-check /bundle \
+    2>"$WORK/gpu-check.log")
+gpu_check_status=$?
 set -e
+gpu_check_stages=$(python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])
+stages = ("bundle", "engine_build", "tensorrt", "onnxruntime_cuda")
+assert s["status"] == "no GPU" and all(s[k]["skipped"].startswith("no GPU") for k in stages), s
+print(json.dumps({"status": s["status"], "reason": s["bundle"]["skipped"], "versions": {k: s["environment"][k] for k in ("tensorrt-lean-cu12", "onnxruntime", "cuda-bindings")}}))' \
+    "$gpu_check") && [ "$gpu_check_status" -eq 3 ] \
+    || die "the build image's gpu-check without a GPU: exit $gpu_check_status, output: $gpu_check (see $WORK/gpu-check.log)"
 echo "$order" >"$WORK/build-order.log"
 steps=$(grep '^== ' <<<"$order" | paste -sd '|' -)
 published_after=$("$VENV/bin/python" -c "
@@ -284,10 +297,10 @@ if [ "$tensorrt_builder" = none ]; then
         || die "build-engine --require-tensorrt without TensorRT: exit $one_line_status, output: $one_line"
 fi
 json_str() { python3 -c 'import json, sys; print(json.dumps(sys.stdin.read().strip()))'; }
-build_image=$(printf '{"image_mb": %s, "build_seconds": %s, "tensorrt_builder": "%s", "bad_input": %s, "entrypoint_steps": %s, "entrypoint_exit": %s, "published_without_engine": %s, "require_tensorrt": %s, "require_tensorrt_exit": %s, "layers": %s}' \
+build_image=$(printf '{"image_mb": %s, "build_seconds": %s, "tensorrt_builder": "%s", "bad_input": %s, "entrypoint_steps": %s, "entrypoint_exit": %s, "published_without_engine": %s, "require_tensorrt": %s, "require_tensorrt_exit": %s, "gpu_check": %s, "gpu_check_exit": %s, "layers": %s}' \
     "$(image_mb "$TAG-build")" "${build_seconds[build]}" "$tensorrt_builder" "$(json_str <<<"$refusal")" \
     "$(json_str <<<"$steps")" "$order_status" "$published_after" "$(json_str <<<"$one_line")" "$one_line_status" \
-    "$(layers "$TAG-build")")
+    "$gpu_check_stages" "$gpu_check_status" "$(layers "$TAG-build")")
 
 summary=$(printf '{"base_image": "%s", "builder": "docker %s, classic builder", "mode": "%s", "serve_cpu": %s, "serve_gpu": %s, "gpu_stack": %s, "batch_job": %s, "build": %s}' \
     "$base_image" "$(docker version -f '{{.Server.Version}}')" "$MODE" "$serve_cpu" "$serve_gpu" "$gpu_stack" \

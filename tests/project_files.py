@@ -29,6 +29,14 @@ JOB_VALUES = dict(
 )
 
 
+GPU_CHECK_VALUES = dict(
+    JOB="gpu-check",
+    BUILD_IMAGE="europe-docker.pkg.dev/acme-prod/r/build:1",
+    BUNDLE_URI="gs://acme-bundles/bundles/cpu/fast/latest",
+    REPORT_URI="gs://acme-bundles/gpu-checks",
+    SERVICE_ACCOUNT="engine-builder@acme-prod.iam.gserviceaccount.com",
+)
+
 BATCH_VALUES = dict(
     JOB="cutouts-batch",
     IMAGE="europe-docker.pkg.dev/acme-prod/r/serve:1",

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.harness import REPO
-from tests.project_files import BATCH_VALUES, JOB_VALUES, SERVICE_VALUES, render
+from tests.project_files import BATCH_VALUES, GPU_CHECK_VALUES, JOB_VALUES, SERVICE_VALUES, render
 
 
 def gcloud_run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
@@ -82,6 +82,7 @@ def test_gcloud_cannot_create_a_patch_target_which_is_why_the_scheduler_uses_the
 RENDERED = {
     "batch-job.yaml": (["run", "jobs", "replace"], BATCH_VALUES),
     "build-job.yaml": (["run", "jobs", "replace"], JOB_VALUES),
+    "gpu-check-job.yaml": (["run", "jobs", "replace"], GPU_CHECK_VALUES),
     "service.yaml": (["run", "services", "replace"], SERVICE_VALUES),
 }
 

@@ -186,3 +186,27 @@ def test_batch_job_arguments_are_what_the_batch_command_accepts(tmp_path):
     (tmp_path / "in").mkdir()
     result = CliRunner().invoke(main, local, env={"INSPYRENET_ARTIFACTS": str(tmp_path / "no-bundle")})
     assert result.exit_code == 1 and "no-bundle" in result.output and "Usage" not in result.output, result.output
+
+
+def test_gpu_deployments_require_the_gpu_and_the_cpu_image_never_does():
+    """The L4 service and the batch job refuse to serve on the CPU; the CPU target (the backup) must not."""
+    service = rendered_service()["spec"]["template"]["spec"]["containers"][0]
+    batch = yaml.safe_load(render("batch-job.yaml", BATCH_VALUES))["spec"]["template"]["spec"]["template"]["spec"]
+    for container in (service, batch["containers"][0]):
+        assert {item["name"]: item["value"] for item in container["env"]}["INSPYRENET_REQUIRE_GPU"] == "1"
+    assert "INSPYRENET_REQUIRE_GPU" not in (REPO / "Dockerfile.serve").read_text()
+
+
+def test_gpu_check_job_runs_the_build_image_check_on_one_l4():
+    from tests.project_files import GPU_CHECK_VALUES
+
+    job = yaml.safe_load(render("gpu-check-job.yaml", GPU_CHECK_VALUES))["spec"]["template"]["spec"]["template"]
+    spec = job["spec"]
+    container = spec["containers"][0]
+    assert spec["nodeSelector"]["run.googleapis.com/accelerator"] == "nvidia-l4"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["image"] == GPU_CHECK_VALUES["BUILD_IMAGE"] and container["command"] == ["inspyrenet"]
+    args = container["args"]
+    assert args[:2] == ["gpu-check", GPU_CHECK_VALUES["BUNDLE_URI"]]
+    assert args[args.index("--out") + 1] == GPU_CHECK_VALUES["REPORT_URI"]
+    assert spec["timeoutSeconds"] >= float(args[args.index("--budget") + 1]) + 120  # the pull and the start

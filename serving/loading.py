@@ -17,10 +17,11 @@ import numpy as np
 
 from serving.backends import Backend, BackendUnavailable, import_runtime, open_backend, run_problem
 from serving.backends.selection import candidates, missing_files
-from serving.bundle import BundleError, load_bundle
+from serving.bundle import Bundle, BundleError, load_bundle
 from serving.errors import UserError
 from serving.http.settings import Settings
 from serving.logs import log
+from serving.manifest import Artifact
 
 
 class ServeError(UserError):
@@ -66,9 +67,50 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
         else:
             reasons.append(f"{artifact.backend}: {reason}")
             log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
+    if settings.require_gpu:
+        usable = require_gpu(bundle, usable, reasons)
     if not usable:
         raise ServeError(f"no usable artifact in {settings.artifacts}: " + "; ".join(reasons))
     return usable, verified
+
+
+def gpu_problem(artifact: Artifact) -> str | None:
+    """Why ``artifact`` cannot run on a GPU here, as far as can be told before loading it (no torch imported).
+
+    onnxruntime and onnxruntime-gpu install the same module: only the second
+    has the CUDA provider, and a session without it runs on the CPU silently.
+    """
+    problem = run_problem(artifact)
+    if problem or artifact.backend not in ("onnxruntime", "torchscript"):
+        return problem
+    if artifact.backend == "torchscript":  # torch is imported only here, and only when it is installed
+        import torch
+
+        return None if torch.cuda.is_available() else "torch sees no CUDA device"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return (
+            "this onnxruntime has no CUDA execution provider (the CPU package onnxruntime is installed, "
+            "not onnxruntime-gpu)"
+        )
+    return None
+
+
+def require_gpu(bundle: Bundle, usable: list[str], reasons: list[str]) -> list[str]:
+    """INSPYRENET_REQUIRE_GPU: the usable backends that can run on a GPU; raise ServeError naming why none can."""
+    on_gpu = []
+    for name in usable:
+        artifact = bundle.artifact(name)
+        problem = gpu_problem(artifact) if artifact is not None else "not in the bundle"
+        if problem is None:
+            on_gpu.append(name)
+        else:
+            reasons.append(f"{name}: {problem}")
+            log("artifact skipped", severity="WARNING", backend=name, reason=f"not on a GPU: {problem}")
+    if not on_gpu:
+        raise ServeError("INSPYRENET_REQUIRE_GPU is on and no artifact can run on a GPU here: " + "; ".join(reasons))
+    return on_gpu
 
 
 def load_warm_backend(
@@ -104,8 +146,11 @@ def load_warm_backend(
             import_runtime(artifact)
             phases["imports"] = time.perf_counter() - start
             start = time.perf_counter()
-            backend = open_backend(bundle, artifact, device="auto", threads=threads)
+            backend = open_backend(bundle, artifact, device="cuda" if settings.require_gpu else "auto", threads=threads)
             phases["load"] = time.perf_counter() - start
+            if settings.require_gpu and backend.device != "cuda":
+                backend.close()
+                raise BackendUnavailable(f"it runs on {backend.device}, and INSPYRENET_REQUIRE_GPU is on")
         except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error) skips it
             reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else one_line(exc)
             failures.append(f"{artifact.backend}: {reason}")

@@ -239,7 +239,8 @@ def _replace_health_route(server, keep_info: bool) -> None:
     async def health(request: Request) -> PlainTextResponse:
         statuses = getattr(server, "workers_setup_status", None) or {}
         if any(status == WorkerSetupStatus.READY for status in statuses.values()):
-            return PlainTextResponse("ok")
+            states = run_state.worker_states()  # what serves, and on which device: "ok tensorrt cuda"
+            return PlainTextResponse(" ".join(["ok", *([states[0]["backend"], states[0]["device"]] if states else [])]))
         return PlainTextResponse("not ready", status_code=503)
 
     dropped = {"/health", "/"} | (set() if keep_info else {"/info"})

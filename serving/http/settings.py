@@ -42,6 +42,8 @@ class Settings:
     metrics_public: bool = field(default=False, metadata={"env": "INSPYRENET_METRICS_PUBLIC"})
     docs: bool = field(default=False, metadata={"env": "INSPYRENET_DOCS"})
     verify: bool = field(default=True, metadata={"env": "INSPYRENET_VERIFY"})
+    # On: serve only on a GPU backend, or exit before /health is ever 200 (a GPU service never serves on the CPU).
+    require_gpu: bool = field(default=False, metadata={"env": "INSPYRENET_REQUIRE_GPU"})
     log_level: str = field(default="warning", metadata={"env": "INSPYRENET_LOG_LEVEL"})
 
     @classmethod

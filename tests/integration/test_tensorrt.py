@@ -119,6 +119,48 @@ def test_explicit_tensorrt_without_a_gpu_is_one_line(bundle_with_engine):
     assert "no CUDA GPU" in result.stderr or "not installed" in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.skipif(has_cuda(), reason="shows the refusal on a machine without a GPU")
+def test_a_server_that_requires_a_gpu_exits_before_it_is_ever_healthy_on_the_cpu(bundle_with_engine, tmp_path):
+    """INSPYRENET_REQUIRE_GPU=1 on a CPU machine: exit non-zero with one line naming why each artifact was
+    refused for the GPU, and /health never 200 (asked all the while the process lives)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.harness import REPO, free_port
+
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "INSPYRENET_HOST": "127.0.0.1", "INSPYRENET_REQUIRE_GPU": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", "serve", "--artifacts", str(bundle_with_engine)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    codes = []
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            codes.append(httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code)
+        except httpx.TransportError:
+            codes.append("refused")
+        time.sleep(0.1)
+    if process.poll() is None:
+        process.kill()
+    out, err = process.communicate(timeout=30)
+    assert process.returncode not in (0, None), (out, err)
+    assert 200 not in codes
+    lines = [line for line in err.strip().splitlines() if not line.startswith("{")]  # JSON log lines aside
+    assert len(lines) == 1 and "INSPYRENET_REQUIRE_GPU" in lines[0], err[-2000:]
+    for name in ("tensorrt: ", "onnxruntime: this onnxruntime has no CUDA execution provider", "torchscript: "):
+        assert name in lines[0], lines[0]
+
+
 def test_build_skips_tensorrt_in_one_line_and_records_why(fast_bundle, fast_build_log):
     log = fast_build_log
     lines = [line for line in log.splitlines() if "TensorRT artifact skipped" in line]

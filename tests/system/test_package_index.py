@@ -110,3 +110,73 @@ def test_onnxruntime_gpu_pin_is_the_cuda12_build():
         metadata_ = json.loads(Path(work, "report.json").read_text())["install"][0]["metadata"]
     cuda = [r for r in metadata_.get("requires_dist", []) if 'extra == "cuda"' in r]
     assert cuda and all("-cu12" in r for r in cuda), cuda
+
+
+SERVE, CUDA12 = ["-c", "constraints/serve.txt"], ["-c", "constraints/cuda12.txt"]
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+# Every install the README, the scripts and the Dockerfiles document: (constraints and packages, extras).
+DOCUMENTED_INSTALLS = {
+    "quickstart (README)": ([*SERVE, *TORCH], "build"),
+    "tests (scripts/install.sh)": ([*SERVE, *CUDA12, *TORCH], "build,dev"),
+    "serving image, cpu target": (SERVE, ""),
+    # Dockerfile.build with TENSORRT_BUILDER=none installs the same (its builder is on NVIDIA's index only).
+    "serving image gpu target, build image": ([*SERVE, *CUDA12, "onnxruntime-gpu[cuda,cudnn]"], "tensorrt"),
+}
+
+
+@pytest.fixture(scope="module")
+def project_wheel(tmp_path_factory) -> Path:
+    from tests.harness import REPO
+
+    out = tmp_path_factory.mktemp("wheel")
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if built.returncode != 0:
+        pytest.skip(f"cannot build the project's wheel here: {built.stderr.strip().splitlines()[-1:]}")
+    return next(out.glob("*.whl"))
+
+
+def resolve(wheel: Path, args: list[str], extras: str) -> subprocess.CompletedProcess:
+    """pip's full resolution of one install, nothing installed (this machine's Python is the images' 3.11)."""
+    from tests.harness import REPO
+
+    target = f"{wheel}[{extras}]" if extras else str(wheel)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed"]
+        + ["--disable-pip-version-check", *args, target],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+
+
+@pytest.mark.slow  # resolves every documented install against the package index
+def test_every_documented_install_resolves(project_wheel):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(
+            zip(DOCUMENTED_INSTALLS, pool.map(lambda item: resolve(project_wheel, *item), DOCUMENTED_INSTALLS.values()))
+        )
+    failed = {name: r.stderr.strip().splitlines()[-3:] for name, r in results.items() if r.returncode != 0}
+    verdicts = ("ResolutionImpossible", "No matching distribution", "conflicting dependencies")
+    unreachable = {name: lines for name, lines in failed.items() if not any(v in " ".join(lines) for v in verdicts)}
+    if unreachable:
+        pytest.skip(f"the package index cannot be reached: {unreachable}")
+    assert not failed, failed
+
+
+@pytest.mark.slow  # resolves an install against the package index
+def test_the_build_extra_and_the_tensorrt_builder_do_not_install_together(project_wheel):
+    """Why no document offers .[build,tensorrt-build]: torch 2.14 is a CUDA 13 build and needs cuda-bindings 13;
+    the CUDA 12 TensorRT route pins cuda-bindings 12.9.10 (the L4's driver 535 runs CUDA 12)."""
+    result = resolve(project_wheel, [*SERVE, *CUDA12, *TORCH], "build,tensorrt-build")
+    if result.returncode != 0 and "ResolutionImpossible" not in result.stderr:
+        pytest.skip(f"the package index cannot be reached: {result.stderr.strip().splitlines()[-1:]}")
+    assert result.returncode != 0 and "ResolutionImpossible" in result.stderr
+    assert "cuda-bindings" in result.stderr

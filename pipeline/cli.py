@@ -328,13 +328,22 @@ def verify(bundle_dir: Path) -> None:
 )
 @click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True, help="Timed runs per latency.")
 @click.option(
+    "--max-batch",
+    type=click.IntRange(2, 16),
+    default=4,
+    show_default=True,
+    help="The engine's largest batch (the build job's default); both backends are timed at it.",
+)
+@click.option(
     "--engine-flag",
     "engine_flags",
     multiple=True,
     metavar="FLAG",
     help="Passed on to `inspyrenet build-engine` (e.g. --engine-flag=--trt-max-batch=2).",
 )
-def gpu_check(bundle: str, out: str | None, budget: float, repeats: int, engine_flags: tuple[str, ...]) -> None:
+def gpu_check(
+    bundle: str, out: str | None, budget: float, repeats: int, max_batch: int, engine_flags: tuple[str, ...]
+) -> None:
     """Check the engine route on this GPU, without torch: one JSON (exit 0 passed, 1 failed, 3 no GPU)."""
     import json
 
@@ -342,7 +351,7 @@ def gpu_check(bundle: str, out: str | None, budget: float, repeats: int, engine_
 
     if not bundle.startswith("gs://") and not (Path(bundle) / "manifest.json").is_file():
         raise click.UsageError(f"{bundle}: no bundle there (no manifest.json) and not a gs:// URI")
-    summary, status = check(bundle, budget, repeats, engine_flags, summary_writer(out))
+    summary, status = check(bundle, budget, repeats, max_batch, engine_flags, summary_writer(out))
     click.echo(json.dumps(summary, indent=2, default=str))
     sys.exit(status)
 

@@ -12,10 +12,10 @@ deploy/cloudrun/gpu-check-job.yaml on an L4. Given a bundle built on a CPU
   process bounded by what is left of ``--budget`` (the command the build job runs);
 - ``tensorrt``: the engine through the serving backend (the lean runtime):
   deserialise and first-inference seconds, latency p50/p90 at batch 1 and the
-  engine's largest batch, parity against the stored references under the fp16
+  engine's largest batch (``--max-batch``, 4), parity against the stored references under the fp16
   limits, and CUDA-graph replay against plain execution at batch sizes 1, 2, 1;
 - ``onnxruntime_cuda``: the fp32 ONNX graph on ONNX Runtime's CUDA provider,
-  the same figures.
+  the same figures (at the same largest batch).
 
 Each stage's error is caught into its entry and the JSON is written again after
 every stage, so a run cut short keeps what it measured. Exit status: 0 every
@@ -150,8 +150,11 @@ def environment() -> dict[str, Any]:
 class EngineCheck:
     """The state the stages share: the bundle, its references, the work folder, the time left."""
 
-    def __init__(self, source: str, work: Path, budget_s: float, repeats: int, engine_flags: tuple[str, ...]):
+    def __init__(
+        self, source: str, work: Path, budget_s: float, repeats: int, max_batch: int, engine_flags: tuple[str, ...]
+    ):
         self.source, self.work, self.repeats, self.engine_flags = source, work, repeats, engine_flags
+        self.max_batch = max_batch  # the engine's largest batch; ONNX Runtime is timed at the same
         self.deadline = time.monotonic() + budget_s
         self.bundle_dir = work / "bundle"
         self.bundle: Any = None
@@ -204,7 +207,7 @@ class EngineCheck:
         if budget <= 0:
             return {"error": "no time left in --budget for the engine build"}
         command = [sys.executable, "-m", "pipeline.cli", "build-engine", str(self.bundle_dir), "--require-tensorrt"]
-        command += ["--no-validate", *self.engine_flags]
+        command += ["--no-validate", "--trt-max-batch", str(self.max_batch), *self.engine_flags]
         start = time.perf_counter()
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=budget, check=False)
@@ -272,10 +275,11 @@ class EngineCheck:
             outputs = [backend.infer(inputs[0])[0, 0]]
             result["first_inference_s"] = round(time.perf_counter() - start, 3)
             outputs += [backend.infer(tensor)[0, 0] for tensor in inputs[1:]]
-            full = np.repeat(inputs[0], backend.max_batch, axis=0)
+            largest = min(backend.max_batch, self.max_batch)
+            full = np.repeat(inputs[0], largest, axis=0)
             result["latency_ms"] = {
                 "batch_1": latency_ms(lambda: backend.infer(inputs[0]), self.repeats),
-                f"batch_{backend.max_batch}": latency_ms(lambda: backend.infer(full), self.repeats),
+                f"batch_{largest}": latency_ms(lambda: backend.infer(full), self.repeats),
             }
             result.update(parity(outputs, [case.model_reference for case in self.cases], limits))
             return result
@@ -312,7 +316,9 @@ def stage_passed(entry: dict[str, Any]) -> bool:
 STAGES = ("bundle", "engine_build", "tensorrt", "onnxruntime_cuda")
 
 
-def check(source: str, budget_s: float, repeats: int, engine_flags: tuple[str, ...], write) -> tuple[dict, int]:
+def check(
+    source: str, budget_s: float, repeats: int, max_batch: int, engine_flags: tuple[str, ...], write
+) -> tuple[dict, int]:
     """Run every stage; (summary, exit status)."""
     start = time.perf_counter()
     summary: dict[str, Any] = {
@@ -330,7 +336,7 @@ def check(source: str, budget_s: float, repeats: int, engine_flags: tuple[str, .
         write(summary)
         return summary, EXIT_NO_GPU
     with tempfile.TemporaryDirectory(prefix="inspyrenet-gpu-check-") as work:
-        state = EngineCheck(source, Path(work), budget_s, repeats, engine_flags)
+        state = EngineCheck(source, Path(work), budget_s, repeats, max_batch, engine_flags)
         run_stages(
             [
                 ("bundle", state.read_bundle),

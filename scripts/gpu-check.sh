@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # GPU check: one command, one JSON summary (stdout; also $OUT/gpu-check.json when OUT is set).
 #   scripts/gpu-check.sh [--mode base|fast] [--images N] [--repeats N] [--checkpoint SOURCE]
-# Runs on a CUDA machine with PyTorch; no TensorRT and no internet needed (the engine is built
-# and checked when TensorRT's builder, tensorrt-cu12, imports). The JSON is rewritten after every
-# stage, so a run cut short keeps its figures. The project's other [build] dependencies
-# (transparent-background, scikit-image, ...) must import: on an offline machine, install them
-# from wheels first, e.g.  pip install --no-index --find-links .whl -e '.[build]' --no-deps
+# The PyTorch half of the GPU check (fp32 eager, fp16 islands, TorchScript on CUDA), for a machine
+# whose environment already has torch with CUDA and the project's [build] dependencies: nothing is
+# installed and no internet is needed. torch's CUDA build needs a driver for its CUDA (the [build]
+# extra's torch 2.14 is CUDA 13: driver >= 580); on a CUDA 12 host such as Cloud Run's L4 (driver
+# 535) check the engine route with `inspyrenet gpu-check` from the build image instead (README,
+# "GPU check"). The engine is built and checked here too when TensorRT's builder imports. The JSON
+# is rewritten after every stage, so a run cut short keeps its figures.
 # Budget: under 8 minutes on one GPU (base size, 12 parity images, 10 timed runs each).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -280,7 +280,7 @@ import json, sys
 s = json.loads(sys.argv[1])
 stages = ("bundle", "engine_build", "tensorrt", "onnxruntime_cuda")
 assert s["status"] == "no GPU" and all(s[k]["skipped"].startswith("no GPU") for k in stages), s
-print(json.dumps({"status": s["status"], "reason": s["bundle"]["skipped"], "versions": {k: s["environment"][k] for k in ("tensorrt-lean-cu12", "onnxruntime", "cuda-bindings")}}))' \
+print(json.dumps({"status": s["status"], "reason": s["bundle"]["skipped"], "versions": {k: s["environment"][k] for k in ("tensorrt-lean-cu12", "onnxruntime-gpu", "cuda-bindings")}}))' \
     "$gpu_check") && [ "$gpu_check_status" -eq 3 ] \
     || die "the build image's gpu-check without a GPU: exit $gpu_check_status, output: $gpu_check (see $WORK/gpu-check.log)"
 echo "$order" >"$WORK/build-order.log"

@@ -24,7 +24,9 @@ class OnnxRuntimeBackend(Backend):
         use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
         if use_cuda:
             preload_cuda_libraries(ort)
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        # TF32 off: the artifact is fp32 and was validated under the fp32 limits (the engine route clears TF32 too).
+        cuda = ("CUDAExecutionProvider", {"use_tf32": "0"})
+        providers = [cuda, "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3

@@ -1,8 +1,9 @@
-"""The GPU engine step in a venv of exactly the build image's install (the wheel with its [tensorrt] extra,
-both constraint files): validate, build-engine and gpu-check run there, without torch.
+"""The GPU engine step in a venv of the build image's install (the wheel with its [tensorrt] extra, both
+constraint files): validate, build-engine and gpu-check run there, without torch.
 
-Dockerfile.build adds TensorRT's builder from NVIDIA's index, out of reach here (it is installed with
-TENSORRT_BUILDER=none the same way); everything else the GPU step runs must import in this venv.
+Dockerfile.build adds two GPU-only packages this venv leaves out: TensorRT's builder (NVIDIA's index, out
+of reach here) and onnxruntime-gpu in place of onnxruntime (the same module; its CUDA 12 wheels are
+3.7 GB). scripts/image-check.sh runs gpu-check in the built image itself.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.harness import REPO, needs_cuda
+from tests.harness import REPO, has_cuda, needs_cuda
 
 
 def gpu_check(*args: str, timeout: float) -> dict:
@@ -61,3 +61,27 @@ def test_gpu_check_on_cuda(session_cache):
     summary = gpu_check("--mode", "base", timeout=540)
     assert summary["fp16_islands"]["worst"]["nonfinite"] == 0
     assert summary["torchscript"]["passed"]
+
+
+def test_the_engine_checks_stages_read_a_bundle_and_score_a_backend_on_the_cpu(fast_bundle, tmp_path):
+    """What `inspyrenet gpu-check` does on the L4, minus the GPU: the working copy of the bundle, its stored
+    references, and one backend's load, first inference, latency and parity (ONNX Runtime on the CPU)."""
+    from pipeline.engine_check import EngineCheck
+    from pipeline.parity.check import DEFAULT_LIMITS
+
+    check = EngineCheck(str(fast_bundle), tmp_path, budget_s=600, repeats=1, max_batch=2, engine_flags=())
+    read = check.read_bundle()
+    assert read["mode"] == "fast" and read["input_size"] == [384, 384] and read["parity_images"] == 12
+    assert (tmp_path / "bundle" / "manifest.json").is_file()
+    graph = check.bundle.artifact("onnxruntime")
+    check.cases = check.cases[:2]  # two images: the CPU's seconds go to the GPU's stages, not here
+    scored = check.run_backend(graph, "cpu", DEFAULT_LIMITS["fp32"]["model"])
+    assert scored["passed"] is True and scored["worst"]["nonfinite"] == 0, scored
+    assert set(scored["latency_ms"]) == {"batch_1", "batch_2"}
+    assert all(v["p50"] <= v["p90"] for v in scored["latency_ms"].values())
+    assert scored["load_s"] > 0 and scored["first_inference_s"] > 0
+    if not has_cuda():  # on the L4 stage this is an error entry, not a silent CPU run
+        from serving.backends import BackendUnavailable
+
+        with pytest.raises(BackendUnavailable, match="no CUDA execution provider"):
+            check.run_backend(graph, "cuda", DEFAULT_LIMITS["fp16"]["model"])

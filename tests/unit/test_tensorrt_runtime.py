@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import sys
 import types
 
@@ -181,12 +182,13 @@ def fake_backend(monkeypatch, tmp_path):
     from serving.bundle import Bundle
     from serving.manifest import Artifact
 
-    def make(graphs: bool = True):
+    def make(graphs: bool | None = True):
         cudart = FakeCudart()
         engine = FakeEngine(cudart, max_batch=3)
         trt = fake_tensorrt(engine)
         monkeypatch.setattr(backend_module, "probe", lambda artifact: (trt, "tensorrt_lean", cudart, None))
-        monkeypatch.setenv("INSPYRENET_TRT_CUDA_GRAPHS", "1" if graphs else "0")
+        if graphs is not None:  # None: as the environment says
+            monkeypatch.setenv("INSPYRENET_TRT_CUDA_GRAPHS", "1" if graphs else "0")
         plan = tmp_path / "model.plan"
         plan.write_bytes(b"plan")
         artifact = Artifact(
@@ -215,6 +217,23 @@ def test_graph_replays_at_batch_sizes_1_2_1_3_equal_plain_execution(fake_backend
         np.testing.assert_allclose(got, data.mean(axis=1, keepdims=True), rtol=1e-6)
         np.testing.assert_array_equal(got, want)
     backend.close()
+
+
+def test_the_gpu_checks_replay_comparison_runs_with_graphs_then_without(fake_backend, monkeypatch):
+    from pipeline.engine_check import replay_vs_plain
+
+    monkeypatch.delenv("INSPYRENET_TRT_CUDA_GRAPHS", raising=False)
+    opened = []
+
+    def open_backend():
+        backend, _, cudart, _ = fake_backend(graphs=None)
+        opened.append(cudart)
+        return backend
+
+    result = replay_vs_plain(open_backend, batch(1, 3)[0])
+    assert result == {"max_abs_by_step": {"step0_batch1": 0.0, "step1_batch2": 0.0, "step2_batch1": 0.0}, "equal": True}
+    assert [(c.captures, c.launches) for c in opened] == [(2, 3), (0, 0)]
+    assert "INSPYRENET_TRT_CUDA_GRAPHS" not in os.environ  # put back as it was
 
 
 def test_each_batch_size_has_its_own_context_whose_shape_is_set_once(fake_backend):

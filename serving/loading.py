@@ -75,7 +75,10 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
 
 
 def gpu_problem(artifact: Artifact) -> str | None:
-    """Why ``artifact`` cannot run on a GPU here, as far as can be told before loading it (no torch imported).
+    """Why ``artifact`` cannot run on a GPU here, as far as can be told before loading it.
+
+    torch is imported only for a TorchScript artifact where torch is installed
+    (the GPU serving image has none).
 
     onnxruntime and onnxruntime-gpu install the same module: only the second
     has the CUDA provider, and a session without it runs on the CPU silently.

@@ -287,7 +287,9 @@ class EngineCheck:
             backend.close()
 
 
-def run_stages(stages: list[tuple[str, Callable[[], dict[str, Any]]]], summary: dict[str, Any], write) -> None:
+def run_stages(
+    stages: list[tuple[str, Callable[[], dict[str, Any]]]], summary: dict[str, Any], write
+) -> dict[str, Any]:
     """Run each stage, catching its error into its entry; the summary is written after every stage."""
     for name, stage in stages:
         start = time.perf_counter()
@@ -300,6 +302,7 @@ def run_stages(stages: list[tuple[str, Callable[[], dict[str, Any]]]], summary: 
             }
         summary[name] = {**result, "stage_s": round(time.perf_counter() - start, 2)}
         write(summary)
+    return summary
 
 
 def stage_passed(entry: dict[str, Any]) -> bool:

@@ -31,13 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline import engine_check
 from pipeline.engine_check import parity, replay_vs_plain
 
 ENGINE_MAX_BATCH = 2  # enough to check graph replay at batch 1, 2, 1
@@ -66,18 +66,7 @@ def run_stages(
     stages: list[tuple[str, Callable[[], dict[str, Any]]]], summary: dict[str, Any], out: Path | None
 ) -> dict[str, Any]:
     """Run each stage, catching its error into the summary, which is written after every stage."""
-    for name, stage in stages:
-        start = time.perf_counter()
-        try:
-            result = stage()
-        except Exception as exc:  # a failed stage must not lose the others' figures
-            result = {
-                "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                "traceback": traceback.format_exc(limit=4).splitlines()[-6:],
-            }
-        summary[name] = {**result, "stage_s": round(time.perf_counter() - start, 2)}
-        write_summary(summary, out)
-    return summary
+    return engine_check.run_stages(stages, summary, lambda written: write_summary(written, out))
 
 
 class Check:

@@ -27,6 +27,29 @@ PLATFORM_ARGS = [arg for platform in PLATFORMS for arg in ("--platform", platfor
 STUBS = ("tensorrt-cu12", "tensorrt-cu12-libs", "tensorrt-cu12-bindings", "tensorrt-lean-cu12")
 
 
+# What pip prints when it cannot reach the index: only these skip. Anything else (a full disk, a
+# resolution that fails) is a failure: "Connection broken: OSError(28, ...)" is a full disk, not the network.
+NETWORK_ERRORS = (
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "Network is unreachable",
+    "ConnectTimeoutError",
+    "Read timed out",
+    "ProxyError",
+)
+
+
+def index_unreachable(stderr: str) -> bool:
+    return "No space left on device" not in stderr and any(error in stderr for error in NETWORK_ERRORS)
+
+
+def skip_if_unreachable(result: subprocess.CompletedProcess) -> None:
+    if result.returncode != 0 and index_unreachable(result.stderr):
+        pytest.skip(f"the package index cannot be reached: {result.stderr.strip().splitlines()[-1:]}")
+
+
 def pip_dry_run(work: Path, requirements: list[str], timeout: float) -> subprocess.CompletedProcess:
     """pip's resolution-free look-up of ``requirements`` as the images' pip sees them; report in WORK/report.json."""
     return subprocess.run(
@@ -65,8 +88,7 @@ def test_every_pin_exists_on_the_index_for_the_images_python(tmp_path):
     assert "onnxruntime" in pins and "nvidia-cudnn-cu12" in pins and "tensorrt-lean-cu12" in pins
     requirements = [f"{name}=={version}" for name, version in pins.items() if name not in STUBS]
     result = pip_dry_run(tmp_path, requirements, timeout=600)
-    if result.returncode != 0 and "No matching distribution" not in result.stderr:
-        pytest.skip(f"the package index cannot be reached: {result.stderr.strip().splitlines()[-1:]}")
+    skip_if_unreachable(result)
     assert result.returncode == 0, result.stderr[-2000:]
     found = {
         canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
@@ -103,10 +125,8 @@ def test_onnxruntime_gpu_pin_is_the_cuda12_build():
     version = constraints()["onnxruntime-gpu"]
     with tempfile.TemporaryDirectory() as work:
         result = pip_dry_run(Path(work), [f"onnxruntime-gpu=={version}"], timeout=300)
-        if result.returncode != 0:
-            if "No matching distribution" in result.stderr:
-                pytest.fail(f"onnxruntime-gpu=={version} is not on the index: {result.stderr[-500:]}")
-            pytest.skip(f"the package index cannot be reached: {result.stderr.strip().splitlines()[-1:]}")
+        skip_if_unreachable(result)
+        assert result.returncode == 0, f"onnxruntime-gpu=={version}: {result.stderr[-500:]}"
         metadata_ = json.loads(Path(work, "report.json").read_text())["install"][0]["metadata"]
     cuda = [r for r in metadata_.get("requires_dist", []) if 'extra == "cuda"' in r]
     assert cuda and all("-cu12" in r for r in cuda), cuda
@@ -165,8 +185,7 @@ def test_every_documented_install_resolves(project_wheel):
             zip(DOCUMENTED_INSTALLS, pool.map(lambda item: resolve(project_wheel, *item), DOCUMENTED_INSTALLS.values()))
         )
     failed = {name: r.stderr.strip().splitlines()[-3:] for name, r in results.items() if r.returncode != 0}
-    verdicts = ("ResolutionImpossible", "No matching distribution", "conflicting dependencies")
-    unreachable = {name: lines for name, lines in failed.items() if not any(v in " ".join(lines) for v in verdicts)}
+    unreachable = {name: failed[name] for name, r in results.items() if r.returncode != 0 and index_unreachable(r.stderr)}
     if unreachable:
         pytest.skip(f"the package index cannot be reached: {unreachable}")
     assert not failed, failed
@@ -177,7 +196,21 @@ def test_the_build_extra_and_the_tensorrt_builder_do_not_install_together(projec
     """Why no document offers .[build,tensorrt-build]: torch 2.14 is a CUDA 13 build and needs cuda-bindings 13;
     the CUDA 12 TensorRT route pins cuda-bindings 12.9.10 (the L4's driver 535 runs CUDA 12)."""
     result = resolve(project_wheel, [*SERVE, *CUDA12, *TORCH], "build,tensorrt-build")
-    if result.returncode != 0 and "ResolutionImpossible" not in result.stderr:
-        pytest.skip(f"the package index cannot be reached: {result.stderr.strip().splitlines()[-1:]}")
+    skip_if_unreachable(result)
     assert result.returncode != 0 and "ResolutionImpossible" in result.stderr
     assert "cuda-bindings" in result.stderr
+
+
+def test_only_an_unreachable_index_skips(tmp_path):
+    """pip against a closed port skips these tests; a full disk (pip's own words, as CI once saw them) fails them."""
+    closed = subprocess.run(
+        [sys.executable, "-m", "pip", "--isolated", "download", "--no-deps", "--retries", "1", "--timeout", "5", "-d", str(tmp_path)]
+        + ["--index-url", "http://127.0.0.1:9/simple", "--disable-pip-version-check", "inspyrenet-nothing==1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert closed.returncode != 0 and index_unreachable(closed.stderr), closed.stderr
+    full_disk = "ERROR: Could not install packages due to an OSError: (\"Connection broken: OSError(28, 'No space left on device')\", OSError(28, 'No space left on device'))"
+    assert not index_unreachable(full_disk)
+    assert not index_unreachable("ERROR: ResolutionImpossible: conflicting dependencies")

@@ -185,7 +185,7 @@ def test_every_documented_install_resolves(project_wheel):
             zip(DOCUMENTED_INSTALLS, pool.map(lambda item: resolve(project_wheel, *item), DOCUMENTED_INSTALLS.values()))
         )
     failed = {name: r.stderr.strip().splitlines()[-3:] for name, r in results.items() if r.returncode != 0}
-    unreachable = {name: failed[name] for name, r in results.items() if r.returncode != 0 and index_unreachable(r.stderr)}
+    unreachable = {name: failed[name] for name, r in results.items() if name in failed and index_unreachable(r.stderr)}
     if unreachable:
         pytest.skip(f"the package index cannot be reached: {unreachable}")
     assert not failed, failed
@@ -204,13 +204,16 @@ def test_the_build_extra_and_the_tensorrt_builder_do_not_install_together(projec
 def test_only_an_unreachable_index_skips(tmp_path):
     """pip against a closed port skips these tests; a full disk (pip's own words, as CI once saw them) fails them."""
     closed = subprocess.run(
-        [sys.executable, "-m", "pip", "--isolated", "download", "--no-deps", "--retries", "1", "--timeout", "5", "-d", str(tmp_path)]
-        + ["--index-url", "http://127.0.0.1:9/simple", "--disable-pip-version-check", "inspyrenet-nothing==1"],
+        [sys.executable, "-m", "pip", "--isolated", "download", "--no-deps", "--retries", "1", "--timeout", "5"]
+        + ["-d", str(tmp_path), "--index-url", "http://127.0.0.1:9/simple", "--disable-pip-version-check", "inspyrenet-nothing==1"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert closed.returncode != 0 and index_unreachable(closed.stderr), closed.stderr
-    full_disk = "ERROR: Could not install packages due to an OSError: (\"Connection broken: OSError(28, 'No space left on device')\", OSError(28, 'No space left on device'))"
+    full_disk = (
+        "ERROR: Could not install packages due to an OSError: (\"Connection broken: "
+        "OSError(28, 'No space left on device')\", OSError(28, 'No space left on device'))"
+    )
     assert not index_unreachable(full_disk)
     assert not index_unreachable("ERROR: ResolutionImpossible: conflicting dependencies")

@@ -205,7 +205,8 @@ def test_only_an_unreachable_index_skips(tmp_path):
     """pip against a closed port skips these tests; a full disk (pip's own words, as CI once saw them) fails them."""
     closed = subprocess.run(
         [sys.executable, "-m", "pip", "--isolated", "download", "--no-deps", "--retries", "1", "--timeout", "5"]
-        + ["-d", str(tmp_path), "--index-url", "http://127.0.0.1:9/simple", "--disable-pip-version-check", "inspyrenet-nothing==1"],
+        + ["-d", str(tmp_path), "--index-url", "http://127.0.0.1:9/simple", "--disable-pip-version-check"]
+        + ["inspyrenet-nothing==1"],
         capture_output=True,
         text=True,
         timeout=120,

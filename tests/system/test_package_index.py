@@ -213,7 +213,7 @@ def test_only_an_unreachable_index_skips(tmp_path):
     )
     assert closed.returncode != 0 and index_unreachable(closed.stderr), closed.stderr
     full_disk = (
-        "ERROR: Could not install packages due to an OSError: (\"Connection broken: "
+        'ERROR: Could not install packages due to an OSError: ("Connection broken: '
         "OSError(28, 'No space left on device')\", OSError(28, 'No space left on device'))"
     )
     assert not index_unreachable(full_disk)

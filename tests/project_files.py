@@ -19,6 +19,13 @@ SERVICE_VALUES = dict(
     SERVICE_ACCOUNT="cutouts-serve@acme-prod.iam.gserviceaccount.com",
 )
 
+SERVICE_CPU_VALUES = dict(
+    SERVICE="cutouts-cpu",
+    IMAGE="europe-docker.pkg.dev/acme-prod/r/serve-cpu:1",
+    MIN_INSTANCES="0",
+    SERVICE_ACCOUNT="cutouts-cpu@acme-prod.iam.gserviceaccount.com",
+)
+
 
 JOB_VALUES = dict(
     JOB="engines",

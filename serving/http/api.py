@@ -110,7 +110,8 @@ class CutoutAPI(ls.LitAPI):
 
     def _load(self, phases: dict[str, float]) -> tuple[Backend, str]:
         sizes = (1, self.settings.max_batch_size)
-        return load_warm_backend(self.settings, self.backends, self.verified, lambda backend: sizes, phases)
+        threads = self.settings.threads or None
+        return load_warm_backend(self.settings, self.backends, self.verified, lambda backend: sizes, phases, threads)
 
     # -- requests ----------------------------------------------------------
 

@@ -27,6 +27,8 @@ class Settings:
     host: str = field(default="0.0.0.0", metadata={"env": "INSPYRENET_HOST"})
     port: int = field(default=8080, metadata={"env": "PORT"})
     workers: int = field(default=1, metadata={"env": "INSPYRENET_WORKERS"})
+    # CPU threads one inference may use (ONNX Runtime's intra-op threads); 0: the runtime's default.
+    threads: int = field(default=0, metadata={"env": "INSPYRENET_THREADS"})
     max_batch_size: int = field(default=1, metadata={"env": "INSPYRENET_MAX_BATCH_SIZE"})
     batch_timeout: float = field(default=0.01, metadata={"env": "INSPYRENET_BATCH_TIMEOUT"})
     max_pixels: int = field(default=40_000_000, metadata={"env": "INSPYRENET_MAX_PIXELS"})
@@ -71,6 +73,8 @@ class Settings:
         for name in ("workers", "max_batch_size", "max_pixels", "max_body_bytes", "refine_max_pixels"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise SettingsError(f"threads must be 0 (the runtime's default) or more, got {self.threads}")
         if self.max_in_flight < 0:
             raise SettingsError(f"max_in_flight must be 0 (automatic) or more, got {self.max_in_flight}")
         if self.max_header_bytes < 1024:

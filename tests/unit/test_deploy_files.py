@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tests.harness import REPO
-from tests.project_files import BATCH_VALUES, JOB_VALUES, SCHEDULE_ARGS, SERVICE_VALUES, render
+from tests.project_files import BATCH_VALUES, JOB_VALUES, SCHEDULE_ARGS, SERVICE_CPU_VALUES, SERVICE_VALUES, render
 
 
 def rendered_service(min_instances: str = "1") -> dict:
@@ -210,3 +210,31 @@ def test_gpu_check_job_runs_the_build_image_check_on_one_l4():
     assert args[:2] == ["gpu-check", GPU_CHECK_VALUES["BUNDLE_URI"]]
     assert args[args.index("--out") + 1] == GPU_CHECK_VALUES["REPORT_URI"]
     assert spec["timeoutSeconds"] >= float(args[args.index("--budget") + 1]) + 120  # the pull and the start
+
+
+# Cloud Run's vCPU -> memory table (docs.cloud.google.com/run/docs/configuring/services/cpu).
+CLOUD_RUN_MEMORY_GIB = {1: (0.5, 4), 2: (0.5, 8), 4: (2, 16), 6: (4, 24), 8: (4, 32)}
+
+
+def test_cpu_backup_service_runs_one_inference_on_every_vcpu_without_a_gpu():
+    service = yaml.safe_load(render("service-cpu.yaml", SERVICE_CPU_VALUES))
+    assert service["metadata"]["name"] == "cutouts-cpu"
+    assert service["metadata"]["annotations"]["run.googleapis.com/minScale"] == "0"  # a backup scales to zero
+    template = service["spec"]["template"]
+    assert not any(key.endswith("minScale") for key in template["metadata"]["annotations"])
+    assert template["metadata"]["annotations"]["run.googleapis.com/cpu-throttling"] == "false"
+    spec = template["spec"]
+    assert "nodeSelector" not in spec and spec["serviceAccountName"] == SERVICE_CPU_VALUES["SERVICE_ACCOUNT"]
+    container = spec["containers"][0]
+    limits = container["resources"]["limits"]
+    assert "nvidia.com/gpu" not in limits
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert "INSPYRENET_REQUIRE_GPU" not in env and env["INSPYRENET_BACKEND"] == "onnxruntime"
+    # Concurrency matched to what runs at once, and that one inference on every vCPU.
+    assert spec["containerConcurrency"] == int(env["INSPYRENET_WORKERS"]) * int(env["INSPYRENET_MAX_BATCH_SIZE"])
+    assert int(env["INSPYRENET_THREADS"]) == int(limits["cpu"]) // int(env["INSPYRENET_WORKERS"])
+    low, high = CLOUD_RUN_MEMORY_GIB[int(limits["cpu"])]
+    assert low <= int(limits["memory"].removesuffix("Gi")) <= high
+    assert float(env["INSPYRENET_REQUEST_TIMEOUT"]) < spec["timeoutSeconds"]
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health" and container["livenessProbe"]["httpGet"]["path"] == "/health"

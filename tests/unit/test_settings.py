@@ -53,3 +53,15 @@ def test_readme_lists_every_setting_with_its_default():
         assert row, f"{env} is not in the README's settings table"
         shown = default.lower() if default else "(none)"
         assert shown in row[0].lower(), f"README shows another default for {env}: {row[0]}"
+
+
+def test_threads_setting_caps_the_onnx_runtime_session(toy_bundle):
+    """INSPYRENET_THREADS reaches ONNX Runtime (the CPU service sets it to its vCPUs: a container's
+    runtime default may count the host's cores)."""
+    from serving.loading import load_warm_backend
+
+    settings = Settings.from_env({"INSPYRENET_ARTIFACTS": str(toy_bundle), "INSPYRENET_THREADS": "1"})
+    backend, _ = load_warm_backend(settings, ["onnxruntime"], set(), lambda backend: (1,), {}, settings.threads)
+    assert backend.session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(SettingsError, match="threads must be 0"):
+        Settings.from_env({"INSPYRENET_THREADS": "-1"})

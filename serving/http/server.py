@@ -222,6 +222,7 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
                 "X-Image-Width",
                 "X-Image-Height",
                 "Server-Timing",
+                "Retry-After",  # a cross-origin client reads it to wait out a 503 (clients/web)
             ],
             max_age=600,
         )

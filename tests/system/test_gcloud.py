@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from tests.harness import REPO
-from tests.project_files import BATCH_VALUES, GPU_CHECK_VALUES, JOB_VALUES, SERVICE_VALUES, render
+from tests.project_files import (
+    BATCH_VALUES,
+    GPU_CHECK_VALUES,
+    JOB_VALUES,
+    SERVICE_CPU_VALUES,
+    SERVICE_VALUES,
+    render,
+)
 
 
 def gcloud_run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
@@ -84,6 +91,7 @@ RENDERED = {
     "build-job.yaml": (["run", "jobs", "replace"], JOB_VALUES),
     "gpu-check-job.yaml": (["run", "jobs", "replace"], GPU_CHECK_VALUES),
     "service.yaml": (["run", "services", "replace"], SERVICE_VALUES),
+    "service-cpu.yaml": (["run", "services", "replace"], SERVICE_CPU_VALUES),
 }
 
 
@@ -112,3 +120,69 @@ def test_gcloud_rejects_the_zonal_redundancy_annotation_on_the_task_template(tmp
         ["run", "jobs", "replace", str(rendered), "--region", "europe-west4", "--project", "acme-prod"], tmp_path
     )
     assert result.returncode != 0 and "Failed to parse" in result.stderr, result.stderr
+
+
+def dry_run_commands(script: str, *args: str) -> list[list[str]]:
+    """The gcloud commands a deploy script prints with --dry-run, split as the shell would."""
+    import shlex
+
+    from tests.harness import REPO
+
+    result = subprocess.run(
+        [str(REPO / "deploy" / script), *args, "--dry-run"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
+    assert commands and all(command[0] == "gcloud" for command in commands)
+    return commands
+
+
+@pytest.mark.slow  # runs gcloud in a new process per command
+def test_gcloud_parses_every_monitoring_command(tmp_path):
+    """The logs-based metrics, alert policies and dashboard commands of deploy/monitoring.sh (their files'
+    contents are parsed by the API's types: tests/system/test_monitoring.py)."""
+    commands = dry_run_commands(
+        "monitoring.sh",
+        *("--project", "acme-prod", "--service", "cutouts", "--service-cpu", "cutouts-cpu"),
+        *("--notification-channel", "projects/acme-prod/notificationChannels/123"),
+    )
+    assert [command[1:4] for command in commands].count(["alpha", "monitoring", "policies"]) == 5
+    for command in commands:
+        result = gcloud_run(command[1:], tmp_path)
+        assert result.returncode != 0 and NO_CREDENTIALS in result.stderr, (command, result.stderr)
+
+
+@pytest.mark.slow  # runs gcloud in a new process
+def test_gcloud_parses_the_budget_command_and_has_no_daily_period(tmp_path):
+    (command,) = dry_run_commands(
+        "budget.sh",
+        *("--billing-account", "01ABCD-23EF45-6789AB", "--project", "acme-prod"),
+        *("--notification-channel", "projects/acme-prod/notificationChannels/42"),
+    )
+    assert "--budget-amount=3100USD" in command and "--threshold-rule=percent=1.0,basis=forecasted-spend" in command
+    result = gcloud_run(command[1:], tmp_path)
+    assert result.returncode != 0 and NO_CREDENTIALS in result.stderr, result.stderr
+    # Why the script turns $100 a day into a month's budget: gcloud itself refuses a daily period.
+    daily = [arg if not arg.startswith("--calendar-period") else "--calendar-period=day" for arg in command[1:]]
+    refused = gcloud_run(daily, tmp_path)
+    assert "Invalid choice: 'day'" in refused.stderr and "month, quarter, year" in refused.stderr
+
+
+@pytest.mark.slow  # runs gcloud in a new process per command
+def test_gcloud_parses_every_rollback_command(tmp_path):
+    """The plan's rollback: the scheduler's jobs deleted, service-level min instances 0, traffic to a revision."""
+    commands = dry_run_commands(
+        "rollback.sh",
+        *("--project", "acme-prod", "--region", "europe-west4", "--service", "cutouts"),
+        *("--to-revision", "cutouts-00041-abc"),
+    )
+    assert [c[1:5] for c in commands] == [
+        ["scheduler", "jobs", "delete", "cutouts-warm"],
+        ["scheduler", "jobs", "delete", "cutouts-cold"],
+        ["run", "services", "update", "cutouts"],
+        ["run", "services", "update-traffic", "cutouts"],
+    ]
+    assert "--min=0" in commands[2]  # the service-level value the scheduler sets, not --min-instances
+    for command in commands:
+        result = gcloud_run(command[1:], tmp_path)
+        assert result.returncode != 0 and NO_CREDENTIALS in result.stderr, (command, result.stderr)

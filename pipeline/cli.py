@@ -456,6 +456,94 @@ def load_test(artifacts: Path, backend: str, concurrency: int, bodies: int, body
     click.echo(f"written: {out / 'load.json'}")
 
 
+PRICES = Path(__file__).resolve().parent.parent / "deploy" / "prices.json"
+
+
+@main.command("bench-cpu-service")
+@click.option(
+    "--artifacts",
+    "bundles",
+    type=click.Path(file_okay=False, path_type=Path),
+    multiple=True,
+    default=[Path("artifacts/fast")],
+    show_default=True,
+    help="Bundle to serve, one per mode (repeatable).",
+)
+@click.option("--threads", type=click.IntRange(1, 64), default=None, help="INSPYRENET_THREADS [default: every core].")
+@click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True, help="Requests per size.")
+@click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), default=PRICES, help="Price list (JSON).")
+@click.option("--vcpus", type=click.IntRange(1, 8), default=4, show_default=True, help="The service's vCPUs.")
+@click.option("--memory-gib", type=click.FloatRange(0.5, 32), default=8.0, show_default=True)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"), show_default=True
+)
+def bench_cpu_service(bundles, threads, runs, prices, vcpus, memory_gib, out) -> None:
+    """The CPU backup service per mode: warm 12 MP and 1 MP latency, and what an image costs."""
+    import os
+
+    from rich.console import Console
+
+    from pipeline.bench.cpu_service import markdown, run_cpu_service_bench
+    from pipeline.costs import Prices
+    from serving.bundle import load_bundle
+
+    price_list = Prices.load(prices)
+    for bundle in bundles:
+        load_bundle(bundle, verify=False)  # a missing or broken bundle is one line, before any server starts
+    with Console(stderr=True).status("starting") as status:
+        report = run_cpu_service_bench(
+            list(bundles), threads or os.cpu_count() or 1, runs, price_list, vcpus, memory_gib, out, status.update
+        )
+    click.echo(markdown(report))
+    click.echo(f"written: {out / 'cpu-service.json'}")
+
+
+@main.command()
+@click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), default=PRICES, help="Price list (JSON).")
+@click.option("--images-per-day", type=click.IntRange(0), default=1000, show_default=True)
+@click.option(
+    "--business-hours", type=click.FloatRange(0, 24), default=11, show_default=True, help="Hours a day kept warm."
+)
+@click.option(
+    "--cold-starts", type=click.FloatRange(0), default=5, show_default=True, help="Scale to zero: starts a day."
+)
+@click.option(
+    "--idle-tail-s", type=click.FloatRange(0), default=900, show_default=True, help="Billed idle after a burst."
+)
+@click.option(
+    "--cpu-report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="bench-cpu-service's cpu-service.json: the CPU backup's seconds per image.",
+)
+@click.option("--mode", type=click.Choice(["fast", "base"]), default="fast", show_default=True)
+@click.option("--size", type=click.Choice(["12mp", "1mp"]), default="12mp", show_default=True)
+@click.option(
+    "--l4-seconds-per-image",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="The L4's seconds per image (gpu-check's latency) [default: unknown].",
+)
+def costs(
+    prices, images_per_day, business_hours, cold_starts, idle_tail_s, cpu_report, mode, size, l4_seconds_per_image
+):
+    """Dollars a day and per 1,000 images: always on, business hours, scale to zero, the CPU backup."""
+    import json
+
+    from pipeline.bench.cpu_service import median_seconds
+    from pipeline.costs import Prices, Traffic, cost_rows, markdown
+
+    cpu_seconds = None
+    if cpu_report is not None:
+        try:
+            cpu_seconds = median_seconds(json.loads(cpu_report.read_text()), mode, size)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"cannot read {mode} {size} seconds from {cpu_report}: {exc}") from None
+    traffic = Traffic(images_per_day, business_hours, cold_starts, idle_tail_s)
+    rows = cost_rows(Prices.load(prices), traffic, cpu_seconds, l4_seconds_per_image)
+    click.echo(markdown(rows, traffic))
+
+
 @main.command("batch-bench")
 @click.option(
     "--artifacts",

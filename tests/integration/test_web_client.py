@@ -161,3 +161,20 @@ def test_a_bad_image_is_refused_once_and_not_sent_to_the_backup(page, servers):
     )
     assert error["name"] == "CutoutError" and error["status"] in (400, 415) and error["endpoint"] == backup.url
     assert error["detail"]  # the server's own words
+
+
+def test_a_primary_that_never_answers_times_out_to_the_backup(page, servers):
+    """A primary that accepts connections and says nothing (a hung instance): after timeoutMs, the backup."""
+    _, backup = servers
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held = []
+    threading.Thread(target=lambda: held.extend(silent.accept() for _ in range(4)), daemon=True).start()
+    hung = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        answer = cutout_in_page(page, photo_bytes(size=(320, 240)), primary=hung, timeoutMs=2000)
+    finally:
+        silent.close()
+    assert [(a["endpoint"], a["status"]) for a in answer["attempts"]] == [(hung, 0), (backup.url, 200)]
+    assert answer["endpoint"] == backup.url and answer["seconds"] >= 2

@@ -6,7 +6,7 @@ instance for every second it exists, busy or idle, so:
 
 - a warm instance (min instances 1) costs its price x the hours it is kept, whatever the traffic;
 - scale to zero costs the seconds requests keep it busy plus, per cold start, the idle tail before
-  Cloud Run removes it (up to 15 minutes: the ``idle_tail_s`` parameter);
+  Cloud Run removes it (no documented figure: the ``idle_tail_s`` parameter, 15 minutes by default);
 - the CPU backup (concurrency 1) costs an image's seconds of its instance, measured by
   ``inspyrenet bench-cpu-service``; the L4's seconds per image come from ``inspyrenet gpu-check``.
 """

@@ -171,12 +171,13 @@ image_mb() { python3 -c "print(round($(docker image inspect -f '{{.Size}}' "$1")
 
 # -- run each serving image --------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-serve_check() {  # name -> JSON object
+serve_check() {  # name [docker run arguments...] -> JSON object
     local name=$1 port start healthy="" status stop_start exit_code stop_seconds request files
+    shift
     port=$(free_port)
     docker rm -f "$TAG-$name-run" >/dev/null 2>&1 || true
     start=$(now)
-    docker run -d --name "$TAG-$name-run" --network host -e PORT="$port" -e INSPYRENET_HOST=127.0.0.1 \
+    docker run -d --name "$TAG-$name-run" --network host -e PORT="$port" -e INSPYRENET_HOST=127.0.0.1 "$@" \
         "$TAG-$name" >/dev/null
     for _ in $(seq 1 600); do
         status=$(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$port/health" || true)
@@ -200,7 +201,17 @@ serve_check() {  # name -> JSON object
         "$(image_mb "$TAG-$name")" "${build_seconds[$name]}" "$healthy" "$request" "$exit_code" "$stop_seconds" \
         "$files" "$(layers "$TAG-$name")"
 }
-serve_cpu=$(serve_check serve-cpu)
+deploy_env() {  # deploy/cloudrun/FILE -> "-e NAME=VALUE" arguments: its container's env, as Cloud Run sets it
+    "$VENV/bin/python" -c 'import sys, yaml
+container = yaml.safe_load(open(sys.argv[1]))["spec"]["template"]["spec"]["containers"][0]
+for item in container.get("env", []):
+    print("-e")
+    print(f"{item['"'"'name'"'"']}={item['"'"'value'"'"']}")' "$1"
+}
+# The CPU image runs with the CPU backup service's settings (threads, backend, request timeout).
+mapfile -t cpu_service_env < <(deploy_env deploy/cloudrun/service-cpu.yaml)
+[ "${#cpu_service_env[@]}" -gt 0 ] || die "no env read from deploy/cloudrun/service-cpu.yaml"
+serve_cpu=$(serve_check serve-cpu "${cpu_service_env[@]}")
 serve_gpu=$(serve_check serve-gpu)
 # The GPU image's CUDA 12 user space, as far as it goes without a GPU: ONNX Runtime's preload finds
 # the CUDA and cuDNN wheels, TensorRT's lean runtime and the CUDA runtime bindings import.

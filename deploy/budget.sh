@@ -12,7 +12,8 @@
 #   50% and 90% spent, and 100% *forecast* (the month's pace is over DAILY a day on average).
 # Alerts go to the billing account's admins and, with --notification-channel, to that channel.
 set -euo pipefail
-die() { echo "error: $*" >&2; exit 2; }
+# shellcheck source=deploy/common.sh
+source "$(dirname "$0")/common.sh"
 
 account="" project="" daily=100 channel="" dry_run=0 json=0
 while [ $# -gt 0 ]; do
@@ -28,10 +29,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 [[ "$account" =~ ^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$ ]] || die "--billing-account must look like 0X0X0X-0X0X0X-0X0X0X, got '$account'"
-[[ "$project" =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] || die "--project must be a project ID, got '$project'"
+check_project "$project"
 [[ "$daily" =~ ^[1-9][0-9]{0,5}$ ]] || die "--daily-usd must be a whole number of dollars from 1, got '$daily'"
-[ -z "$channel" ] || [[ "$channel" =~ ^projects/[a-z0-9-]+/notificationChannels/[0-9]+$ ]] \
-    || die "--notification-channel must be projects/PROJECT/notificationChannels/ID, got '$channel'"
+[ -z "$channel" ] || check_channel "$channel"
 
 monthly=$((daily * 31))
 name="cutouts: \$$daily a day (\$$monthly a 31-day month)"
@@ -61,4 +61,4 @@ command=(gcloud billing budgets create --billing-account="$account" --display-na
 for percent in "${percents[@]}"; do command+=(--threshold-rule="percent=$percent"); done
 command+=(--threshold-rule="percent=1.0,basis=forecasted-spend")
 [ -n "$channel" ] && command+=(--notifications-rule-monitoring-notification-channels="$channel")
-if [ "$dry_run" -eq 1 ]; then printf '%q ' "${command[@]}"; echo; else "${command[@]}"; fi
+run "${command[@]}"

@@ -13,7 +13,8 @@
 # display name. The logs-based metrics come first: the policies and the dashboard name them.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-die() { echo "error: $*" >&2; exit 2; }
+# shellcheck source=deploy/common.sh
+source "$here/common.sh"
 
 project="" service="" service_cpu="" channel="" hours="7-17" render_dir="" dry_run=0
 while [ $# -gt 0 ]; do
@@ -31,12 +32,10 @@ while [ $# -gt 0 ]; do
 done
 
 # Every value is checked before it reaches a file or a command line.
-[[ "$project" =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] || die "--project must be a project ID, got '$project'"
-for name in service service_cpu; do
-    [[ "${!name}" =~ ^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$ ]] || die "--${name//_/-} must be a Cloud Run service name, got '${!name}'"
-done
-[[ "$channel" =~ ^projects/[a-z0-9-]+/notificationChannels/[0-9]+$ ]] \
-    || die "--notification-channel must be projects/PROJECT/notificationChannels/ID, got '$channel'"
+check_project "$project"
+check_service --service "$service"
+check_service --service-cpu "$service_cpu"
+check_channel "$channel"
 [[ "$hours" =~ ^([0-9]{1,2})-([0-9]{1,2})$ ]] || die "--business-hours must be START-END in UTC hours, got '$hours'"
 start_hour=$((10#${BASH_REMATCH[1]})) end_hour=$((10#${BASH_REMATCH[2]}))
 if [ "$start_hour" -ge "$end_hour" ] || [ "$end_hour" -gt 24 ]; then
@@ -59,9 +58,6 @@ for source in "${sources[@]}"; do
 done
 [ -n "$render_dir" ] && { echo "rendered ${#sources[@]} files into $out"; exit 0; }
 
-run() {  # print the command in a dry run, else run it
-    if [ "$dry_run" -eq 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
-}
 existing() {  # LIST_COMMAND... DISPLAY_NAME: the resource name of the one with that display name, or nothing
     local name=$1; shift
     [ "$dry_run" -eq 1 ] && return 0

@@ -8,7 +8,8 @@
 # usage: deploy/rollback.sh --project P --region R --service S [--to-revision REVISION] [--dry-run]
 # A job that is already gone is not an error (re-running it is safe).
 set -euo pipefail
-die() { echo "error: $*" >&2; exit 2; }
+# shellcheck source=deploy/common.sh
+source "$(dirname "$0")/common.sh"
 
 project="" region="" service="" revision="" dry_run=0
 while [ $# -gt 0 ]; do
@@ -22,14 +23,11 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[[ "$project" =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] || die "--project must be a project ID, got '$project'"
+check_project "$project"
 [[ "$region" =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || die "--region must be a region such as europe-west4, got '$region'"
-[[ "$service" =~ ^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$ ]] || die "--service must be a Cloud Run service name, got '$service'"
+check_service --service "$service"
 [ -z "$revision" ] || [[ "$revision" =~ ^[a-z][a-z0-9-]{0,62}$ ]] || die "--to-revision must be a revision name, got '$revision'"
 
-run() {  # print the command in a dry run, else run it
-    if [ "$dry_run" -eq 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
-}
 for job in "$service-warm" "$service-cold"; do
     if [ "$dry_run" -eq 1 ] || gcloud scheduler jobs describe "$job" --location "$region" --project "$project" >/dev/null 2>&1; then
         run gcloud scheduler jobs delete "$job" --location "$region" --project "$project" --quiet

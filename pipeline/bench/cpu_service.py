@@ -9,8 +9,6 @@ price + GiB x the GiB-second price), prices from deploy/prices.json (pipeline/co
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ import httpx
 
 from pipeline.bench.serve_bench import Running, machine, make_photo, ours, percentiles, post
 from pipeline.costs import Prices, instance_usd_per_second
+from serving.atomic_files import write_json_atomic
+from serving.bundle import load_bundle
 
 SIZES = {"12mp": (4000, 3000), "1mp": (1155, 866)}
 
@@ -26,7 +26,7 @@ SIZES = {"12mp": (4000, 3000), "1mp": (1155, 866)}
 def measure(bundle: Path, threads: int, runs: int, progress: Callable[[str], None]) -> dict[str, Any]:
     spec = ours(bundle, "onnxruntime")
     spec.env.update({"INSPYRENET_THREADS": str(threads), "INSPYRENET_WORKERS": "1", "INSPYRENET_MAX_BATCH_SIZE": "1"})
-    mode = json.loads((bundle / "manifest.json").read_text())["mode"]
+    mode = load_bundle(bundle, verify=False).mode
     server = Running(spec)
     try:
         healthy = server.wait_healthy()
@@ -76,9 +76,7 @@ def run_cpu_service_bench(
         "results": results,
     }
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "cpu-service.json"
-    path.with_suffix(".tmp").write_text(json.dumps(report, indent=2))
-    os.replace(path.with_suffix(".tmp"), path)
+    write_json_atomic(out / "cpu-service.json", report)
     return report
 
 

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 VENV="$VENV" ./scripts/install.sh
 ./scripts/install-browser-tools.sh  # Chromium and acorn for tests/integration/test_web_client.py
+./scripts/install-test-clients.sh  # remove.bg's npm client for tests/integration/test_removebg_clients.py
 
 # The machine: CPUs differ 3x from one run to the next, and some have no native fp16.
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_fp16|amx_tile' | paste -sd, - || true)

@@ -285,3 +285,61 @@ def _needs_cuda():
 
 
 needs_cuda = _needs_cuda()
+
+
+# -- scripted HTTP peers -----------------------------------------------------------------------
+
+
+class ScriptedServer:
+    """A loopback TCP server whose every connection is handled by ``handler(sock, request_head)`` on its own
+    thread: HTTP peers that misbehave on purpose (redirect elsewhere, trickle, never end, never answer)."""
+
+    def __init__(self, handler):
+        import threading
+
+        self.handler = handler
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            self.requests.append(head)
+            try:
+                self.handler(conn, head)
+            except OSError:
+                pass  # the client gave up: what the misbehaving ones are for
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+
+
+def http_answer(status: str, body: bytes = b"", headers: dict | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

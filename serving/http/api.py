@@ -13,6 +13,7 @@ whole batch for one bad image.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,12 +25,14 @@ from starlette.responses import JSONResponse, Response
 
 from serving.backends import Backend, BackendUnavailable
 from serving.bundle import BundleError
-from serving.http import handoff, lifetime, run_state
+from serving.http import handoff, lifetime, removebg, run_state
 from serving.http.metrics import metrics
 from serving.http.params import CutoutParams
+from serving.http.removebg_params import RemoveBgParams
 from serving.http.settings import Settings
 from serving.imaging.contract import ImageError, decode_image, preprocess
 from serving.imaging.cutout import cutout_pixels, encode
+from serving.imaging.removebg import NoForeground, fit_megapixels, removebg_result
 from serving.loading import load_warm_backend, one_line
 from serving.logs import log
 
@@ -38,14 +41,17 @@ API_PATH = "/v1/remove-background"
 
 @dataclass
 class Job:
-    """One request on its way through the worker."""
+    """One request on its way through the worker: ours, or remove.bg's (``kind="removebg"``)."""
 
-    params: CutoutParams
+    params: CutoutParams | RemoveBgParams
     request_id: str
+    kind: str = "cutout"
+    wants_json: bool = False  # remove.bg's JSON answer (Accept: application/json)
     image: Image.Image | None = None  # RGB
+    background: Image.Image | None = None  # remove.bg's bg_image_file / bg_image_url
     tensor: np.ndarray | None = None
     mask: np.ndarray | None = None
-    error: tuple[int, str] | None = None
+    error: tuple[int, str, str | None] | None = None  # status, detail, remove.bg's error code
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -116,21 +122,44 @@ class CutoutAPI(ls.LitAPI):
     # -- requests ----------------------------------------------------------
 
     def decode_request(self, request: dict) -> Job:
-        job = Job(params=CutoutParams.from_dict(request["params"]), request_id=request["id"])
+        kind = request.get("kind", "cutout")
+        params = (
+            RemoveBgParams.from_dict(request["params"])
+            if kind == "removebg"
+            else CutoutParams.from_dict(request["params"])
+        )
+        job = Job(params=params, request_id=request["id"], kind=kind, wants_json=bool(request.get("json")))
         try:
             with Stopwatch(job, "decode"):
                 data = handoff.take(job.request_id)
                 if data is None:
-                    job.error = (499, "cancelled before inference: the client left or the deadline passed")
+                    job.error = (499, "cancelled before inference: the client left or the deadline passed", None)
                     metrics().cancelled.inc()
                     return job
                 job.image = decode_image(data, self.settings.max_pixels)
                 del data
+                if isinstance(params, RemoveBgParams):
+                    job.image = fit_megapixels(job.image, params.megapixels)
+                    job.background = self._background(params)
             with Stopwatch(job, "preprocess"):
                 job.tensor = preprocess(job.image, self.loaded.bundle.input_size)
         except ImageError as exc:
-            job.error = (exc.status, str(exc))
+            job.error = (exc.status, str(exc), None)
         return job
+
+    def _background(self, params: RemoveBgParams) -> Image.Image | None:
+        """remove.bg's background image, from its own hand-off file."""
+        if params.bg_image is None:
+            return None
+        data = handoff.take(params.bg_image)
+        handoff.answered(params.bg_image)
+        if data is None:
+            raise ImageError("the background image was cancelled with its request")
+        try:
+            return decode_image(data, self.settings.max_pixels)
+        except ImageError as exc:
+            exc.args = (f"bg_image: {exc}",)
+            raise
 
     def unbatch(self, output: list[Job]) -> list[Job]:
         # LitAPI.batch already passes a list of Jobs through unchanged.
@@ -152,22 +181,75 @@ class CutoutAPI(ls.LitAPI):
 
     def encode_response(self, job: Job) -> Response:
         handoff.answered(job.request_id)
+        if job.kind == "removebg":
+            return self._removebg_response(job)
         if job.error is not None:
-            status, detail = job.error
+            status, detail, _ = job.error
             return JSONResponse({"detail": detail}, status_code=status)
         params = job.params
+        assert isinstance(params, CutoutParams)
         with Stopwatch(job, "postprocess"):
             assert job.image is not None and job.mask is not None  # predict ran: no error means both are set
             pixels, size = cutout_pixels(job.image, job.mask, params, self.settings.refine_max_pixels)
         with Stopwatch(job, "encode"):
             body = encode(pixels, params.format, params.quality)
-        timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in job.timings.items())
-        timing += f', size;desc="{len(body)} bytes {params.format}"'  # what the encode stage bought
         headers = {
             "X-Backend": self.loaded.name,
             "X-Inference-Ms": f"{job.timings['inference'] * 1000:.1f}",
             "X-Image-Width": str(size[0]),
             "X-Image-Height": str(size[1]),
-            "Server-Timing": timing,
+            "Server-Timing": _server_timing(job, f"{len(body)} bytes {params.format}"),
         }
         return Response(content=body, media_type=params.media_type, headers=headers)
+
+    def _removebg_response(self, job: Job) -> Response:
+        """remove.bg's answer: the image (or JSON with it in base64) and its X- headers; errors in its shape."""
+        params = job.params
+        assert isinstance(params, RemoveBgParams)
+        if job.error is None:
+            assert job.image is not None and job.mask is not None
+            try:
+                with Stopwatch(job, "postprocess"):
+                    result = removebg_result(
+                        job.image, job.mask, params, self.settings.refine_max_pixels, job.background
+                    )
+            except NoForeground as exc:
+                job.error = (exc.status, str(exc), "unknown_foreground")
+            except ImageError as exc:
+                job.error = (exc.status, str(exc), None)
+        if job.error is not None:
+            status, detail, code = job.error
+            return removebg.error_response(status, detail, code)
+        box = result.foreground
+        headers = {
+            "X-Width": str(result.width),
+            "X-Height": str(result.height),
+            "X-Foreground-Top": str(box.top),
+            "X-Foreground-Left": str(box.left),
+            "X-Foreground-Width": str(box.width),
+            "X-Foreground-Height": str(box.height),
+            "X-Credits-Charged": "0",
+            "X-Backend": self.loaded.name,
+            "X-Inference-Ms": f"{job.timings['inference'] * 1000:.1f}",
+            "X-Shadow": "not applied" if params.add_shadow else "not requested",
+            "Server-Timing": _server_timing(job, f"{len(result.body)} bytes {result.media_type}"),
+        }
+        if params.type_level != "none":
+            headers["X-Type"] = params.type if params.type != "auto" else "other"  # no classifier: the asked type
+        if params.ignored:
+            headers["X-Ignored-Parameters"] = ",".join(params.ignored)
+        if not job.wants_json:
+            return Response(content=result.body, media_type=result.media_type, headers=headers)
+        data = {
+            "result_b64": base64.b64encode(result.body).decode("ascii"),
+            "foreground_top": box.top,
+            "foreground_left": box.left,
+            "foreground_width": box.width,
+            "foreground_height": box.height,
+        }
+        return JSONResponse({"data": data}, headers=headers)
+
+
+def _server_timing(job: Job, size: str) -> str:
+    timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in job.timings.items())
+    return timing + f', size;desc="{size}"'  # what the encode stage bought

@@ -22,12 +22,10 @@ for ``/metrics`` and adds ``X-Total-Ms`` to inference responses.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
 import json
-import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -38,27 +36,16 @@ from starlette.types import Message, Receive, Scope, Send
 
 from serving.http import handoff, run_state
 from serving.http.admission import Admission
+from serving.http.bodies import COPY_CHUNK, BodyReader, RequestRejected, decode_base64, parse_json_object, read_form
 from serving.http.metrics import metrics, render
 from serving.http.params import ParamError, parse_params
+from serving.http.removebg import REMOVEBG_PATH, receive_removebg, render_rejection
 from serving.http.settings import Settings
 from serving.logs import log
 
 KNOWN_ROUTES = ("/health", "/warmup", "/metrics", "/info")
 OPEN_ROUTES = ("/health", "/warmup")  # Cloud Run's probes and a page's wake-up call send no key
 WATCH_SECONDS = 0.2  # how often a waiting request looks for a dead worker
-COPY_CHUNK = 1024 * 1024
-# data:[<media type>][;<parameter>=<value>]*;base64,<data>  (RFC 2397)
-_DATA_URL = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
-
-
-class RequestRejected(Exception):
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"detail": self.detail}, status_code=self.status, headers=self.headers)
 
 
 class CutoutGateway:
@@ -77,9 +64,9 @@ class CutoutGateway:
             return
         start = time.perf_counter()
         path = scope["path"]
-        route = path if path == self.api_path or path in KNOWN_ROUTES else "other"
+        route = path if path in (self.api_path, REMOVEBG_PATH) or path in KNOWN_ROUTES else "other"
         status_holder = {"status": 500}
-        is_inference = path == self.api_path and scope["method"] == "POST"
+        is_inference = path in (self.api_path, REMOVEBG_PATH) and scope["method"] == "POST"
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -91,17 +78,19 @@ class CutoutGateway:
                     message = {**message, "headers": headers}
             await send(message)
 
+        render = render_rejection if path == REMOVEBG_PATH else RequestRejected.response
         try:
             header_bytes = sum(len(key) + len(value) for key, value in scope["headers"])
             if header_bytes > self.settings.max_header_bytes:
                 # h11 refuses larger headers only when they arrive over several reads; this is the hard limit.
-                await RequestRejected(
+                rejection = RequestRejected(
                     431, f"request headers are {header_bytes} bytes, over the limit of {self.settings.max_header_bytes}"
-                ).response()(scope, receive, send_wrapper)
+                )
+                await render(rejection)(scope, receive, send_wrapper)
             elif self.settings.api_key is not None and path not in self.open_routes and not self._key_matches(scope):
-                await RequestRejected(401, "missing or wrong X-API-Key header").response()(scope, receive, send_wrapper)
+                await render(RequestRejected(401, "missing or wrong X-API-Key header"))(scope, receive, send_wrapper)
             elif is_inference:
-                await self._inference(scope, receive, send_wrapper)
+                await self._inference(scope, receive, send_wrapper, removebg=path == REMOVEBG_PATH)
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
@@ -117,37 +106,50 @@ class CutoutGateway:
 
     # -- inference ---------------------------------------------------------
 
-    async def _inference(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _inference(self, scope: Scope, receive: Receive, send: Send, removebg: bool) -> None:
+        render = render_rejection if removebg else RequestRejected.response
         if not self.admission.try_enter():
             wait = self.admission.retry_after()
-            await RequestRejected(
-                503,
-                f"the server is at its limit of {self.admission.limit} requests in flight; retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            ).response()(scope, receive, send)
+            await render(
+                RequestRejected(
+                    429 if removebg else 503,  # remove.bg's clients wait out a 429
+                    f"the server is at its limit of {self.admission.limit} requests in flight; retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+            )(scope, receive, send)
             return
         slot = Slot(self.admission)
-        request_id = handoff.new_id()
+        request_id, background_id = handoff.new_id(), handoff.new_id()
         try:
             try:
-                params = await self._receive_image(scope, receive, request_id)
+                if removebg:
+                    body = BodyReader(receive, self.settings.max_body_bytes, self.settings.body_timeout)
+                    self._refuse_long_body(scope)
+                    params = await receive_removebg(scope, body, self.settings, request_id, background_id)
+                    request = {"id": request_id, "params": params, "kind": "removebg", "json": _wants_json(scope)}
+                else:
+                    request = {"id": request_id, "params": await self._receive_image(scope, receive, request_id)}
             except RequestRejected as exc:
-                await exc.response()(scope, receive, send)
+                await render(exc)(scope, receive, send)
                 return
-            body = json.dumps({"id": request_id, "params": params}).encode("utf-8")
-            inner_scope, inner_receive = _with_json_body(scope, body)
-            await self._await_worker(inner_scope, inner_receive, receive, send, request_id, slot)
+            inner_scope, inner_receive = _with_json_body(scope, json.dumps(request).encode("utf-8"), self.api_path)
+            await self._await_worker(inner_scope, inner_receive, receive, send, request_id, slot, render)
         finally:
             handoff.cancel(request_id)
+            handoff.cancel(background_id)
             slot.release()
+
+    def _refuse_long_body(self, scope: Scope) -> None:
+        length = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-length"), "")
+        limit = self.settings.max_body_bytes
+        if length.isascii() and length.isdigit() and int(length) > limit:
+            raise RequestRejected(413, f"request body is {length} bytes, over the limit of {limit}")
 
     async def _receive_image(self, scope: Scope, receive: Receive, request_id: str) -> dict[str, Any]:
         """Stream the request's image into its hand-off file; return the checked parameters."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         limit = self.settings.max_body_bytes
-        length = headers.get("content-length", "")
-        if length.isascii() and length.isdigit() and int(length) > limit:
-            raise RequestRejected(413, f"request body is {length} bytes, over the limit of {limit}")
+        self._refuse_long_body(scope)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         body = BodyReader(receive, limit, self.settings.body_timeout)
         params: dict[str, Any] = dict(
@@ -187,7 +189,14 @@ class CutoutGateway:
         return parsed.to_dict()
 
     async def _await_worker(
-        self, scope: Scope, inner_receive: Receive, receive: Receive, send: Send, request_id: str, slot: Slot
+        self,
+        scope: Scope,
+        inner_receive: Receive,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        slot: Slot,
+        render: Callable[[RequestRejected], Response],
     ) -> None:
         """Run LitServe's route; answer early if the client leaves, the worker dies or the deadline passes."""
         state = {"ours": False, "started": False}
@@ -232,7 +241,7 @@ class CutoutGateway:
                     continue
                 state["ours"] = True
                 app.cancel()
-                await error.response()(scope, inner_receive, send)
+                await render(error)(scope, inner_receive, send)
                 return
         finally:
             if client is not None:
@@ -259,52 +268,9 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-class BodyReader:
-    """The request body, chunk by chunk, within a size limit and a deadline for the whole read."""
-
-    def __init__(self, receive: Receive, limit: int, timeout: float):
-        self.receive, self.limit, self.timeout = receive, limit, timeout
-        self.deadline = time.monotonic() + timeout
-        self.size = 0
-        self.done = False
-
-    async def next_message(self) -> Message:
-        """An ASGI receive() that enforces the limits; what Starlette's form parser reads."""
-        if self.done:
-            return {"type": "http.request", "body": b"", "more_body": False}
-        try:
-            message = await asyncio.wait_for(self.receive(), timeout=max(0.0, self.deadline - time.monotonic()))
-        except TimeoutError:
-            raise RequestRejected(408, f"the request body did not arrive within {self.timeout:g} s") from None
-        if message["type"] == "http.disconnect":
-            raise RequestRejected(400, "the client closed the connection before sending the whole body")
-        self.size += len(message.get("body", b""))
-        if self.size > self.limit:
-            raise RequestRejected(413, f"request body is over the limit of {self.limit} bytes")
-        self.done = not message.get("more_body", False)
-        return message
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self.done:
-            raise StopAsyncIteration
-        return (await self.next_message()).get("body", b"")
-
-    async def read_all(self) -> bytes:
-        return b"".join([chunk async for chunk in self])
-
-
 async def _from_form(scope: Scope, body: BodyReader, upload: handoff.Upload) -> dict[str, Any]:
     """Copy the form's one ``image`` part into ``upload``; the other fields are parameters."""
-    request = Request(scope, body.next_message)
-    try:
-        form = await request.form(max_files=2)  # two, so that a second image part gets our message below
-    except RequestRejected:
-        raise
-    except Exception as exc:  # noqa: BLE001 - multipart parser errors have several types
-        raise RequestRejected(400, f"malformed form body: {exc}") from None
+    form = await read_form(scope, body, max_files=2)  # two, so that a second image part gets our message below
     try:
         images = form.getlist("image")
         if len(images) > 1:
@@ -328,24 +294,20 @@ async def _from_form(scope: Scope, body: BodyReader, upload: handoff.Upload) -> 
 
 def _from_json(raw: bytes, upload: handoff.Upload) -> dict[str, Any]:
     """Decode the JSON body's base64 ``image`` into ``upload``; the other fields are parameters."""
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: bad JSON, or an integer past Python's digit limit
-        raise RequestRejected(400, f"body is not valid JSON: {str(exc)[:200]}") from None
-    except RecursionError:
-        raise RequestRejected(400, "body is not valid JSON: nested too deeply") from None
-    if not isinstance(data, dict) or not isinstance(data.get("image"), str):
+    data = parse_json_object(raw)
+    if not isinstance(data.get("image"), str):
         raise RequestRejected(400, "JSON body must be an object with a base64 string field 'image'")
-    encoded = data.pop("image").strip()
-    encoded = _WHITESPACE.sub("", _DATA_URL.sub("", encoded, count=1))  # data URLs; base64 wrapped in lines
-    try:
-        upload.write(base64.b64decode(encoded, validate=True))
-    except (binascii.Error, ValueError):
-        raise RequestRejected(400, "JSON field 'image' is not valid base64") from None
+    upload.write(decode_base64(data.pop("image"), "image"))
     return data
 
 
-def _with_json_body(scope: Scope, body: bytes) -> tuple[Scope, Receive]:
+def _wants_json(scope: Scope) -> bool:
+    accept = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"accept"), "")
+    return "application/json" in accept.lower()
+
+
+def _with_json_body(scope: Scope, body: bytes, path: str) -> tuple[Scope, Receive]:
+    """The scope and body LitServe's route receives: ``{"id": ..., "params": ...}`` at ``path``."""
     headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     sent = False
@@ -357,7 +319,7 @@ def _with_json_body(scope: Scope, body: bytes) -> tuple[Scope, Receive]:
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    return {**scope, "headers": headers}, receive
+    return {**scope, "path": path, "raw_path": path.encode(), "headers": headers}, receive
 
 
 # -- routes served by the HTTP process ---------------------------------------

@@ -223,6 +223,15 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
                 "X-Image-Height",
                 "Server-Timing",
                 "Retry-After",  # a cross-origin client reads it to wait out a 503 (clients/web)
+                # POST /v1.0/removebg's (remove.bg's own)
+                "X-Width",
+                "X-Height",
+                "X-Type",
+                "X-Credits-Charged",
+                "X-Foreground-Top",
+                "X-Foreground-Left",
+                "X-Foreground-Width",
+                "X-Foreground-Height",
             ],
             max_age=600,
         )

@@ -6,6 +6,7 @@ The CLI's flags override the environment; the README lists every variable.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from serving.backends import BACKEND_NAMES
 from serving.errors import UserError
 
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
+_HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
 
 
 class SettingsError(UserError, ValueError):
@@ -41,6 +43,11 @@ class Settings:
     refine_max_pixels: int = field(default=12_000_000, metadata={"env": "INSPYRENET_REFINE_MAX_PIXELS"})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "INSPYRENET_CORS_ORIGINS"})
     api_key: str | None = field(default=None, metadata={"env": "LIT_SERVER_API_KEY"})
+    # POST /v1.0/removebg's image_url and bg_image_url: off unless hosts are listed (names, *.suffix or *).
+    removebg_url_hosts: tuple[str, ...] = field(default=(), metadata={"env": "INSPYRENET_REMOVEBG_URL_HOSTS"})
+    removebg_url_timeout: float = field(default=15.0, metadata={"env": "INSPYRENET_REMOVEBG_URL_TIMEOUT"})
+    # On: listed hosts may resolve to private addresses (a private network's own image hosts). Off by default.
+    removebg_url_allow_private: bool = field(default=False, metadata={"env": "INSPYRENET_REMOVEBG_URL_ALLOW_PRIVATE"})
     metrics_public: bool = field(default=False, metadata={"env": "INSPYRENET_METRICS_PUBLIC"})
     docs: bool = field(default=False, metadata={"env": "INSPYRENET_DOCS"})
     verify: bool = field(default=True, metadata={"env": "INSPYRENET_VERIFY"})
@@ -81,6 +88,11 @@ class Settings:
             raise SettingsError(f"max_header_bytes must be at least 1024, got {self.max_header_bytes}")
         if self.batch_timeout < 0 or min(self.request_timeout, self.body_timeout, self.header_timeout) <= 0:
             raise SettingsError("batch_timeout must be >= 0; request_timeout, body_timeout and header_timeout > 0")
+        if self.removebg_url_timeout <= 0:
+            raise SettingsError(f"removebg_url_timeout must be > 0, got {self.removebg_url_timeout}")
+        for host in self.removebg_url_hosts:
+            if not _HOST_PATTERN.match(host):
+                raise SettingsError(f"INSPYRENET_REMOVEBG_URL_HOSTS: {host!r} is not a host name, *.suffix or *")
         if self.api_key is not None and not self.api_key.isprintable():
             raise SettingsError("LIT_SERVER_API_KEY must not hold control characters or line breaks")
 

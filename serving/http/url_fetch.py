@@ -1,0 +1,192 @@
+"""Fetch a client's ``image_url`` without letting the client reach what the server can reach.
+
+Only hosts on an allow-list (``INSPYRENET_REMOVEBG_URL_HOSTS``: names, ``*.suffix``
+or ``*``), over http or https, without credentials in the URL. The name is
+resolved here and every address it resolves to must be public (no private,
+loopback, link-local, shared, multicast or reserved address, IPv4-mapped ones
+included); the connection then goes to the address that was checked, so a
+second DNS answer cannot move it (DNS rebinding), while TLS still verifies
+the certificate for the name. Redirects are followed only to the same host
+(each hop checked again), at most ``MAX_REDIRECTS``. The body is read within
+a byte limit and one deadline for the whole fetch, a read at a time, so a
+slow or endless body ends with an error, never a hung request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from serving.errors import UserError
+
+MAX_REDIRECTS = 3
+READ_BYTES = 256 * 1024
+USER_AGENT = "inspyrenet-engines (image_url fetch)"
+
+
+class UrlRefused(UserError):
+    """The URL is not fetched, or its fetch failed; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    hosts: tuple[str, ...]
+    max_bytes: int
+    timeout: float
+    allow_private: bool = False  # for a private network's own image hosts; never the default
+
+
+def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
+    host = host.lower().rstrip(".")
+    for pattern in (p.lower().rstrip(".") for p in patterns):
+        if pattern == "*" or host == pattern:
+            return True
+        if pattern.startswith("*.") and host.endswith(pattern[1:]):
+            return True
+    return False
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def resolve(host: str, port: int, allow_private: bool) -> str:
+    """The address to connect to; refused when any address the name has is not public."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UrlRefused(f"cannot resolve the host {host!r}: {exc}") from None
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses:
+        raise UrlRefused(f"the host {host!r} has no address")
+    if not allow_private:
+        private = [a for a in addresses if not _public(a)]
+        if private:
+            raise UrlRefused(f"the host {host!r} resolves to a non-public address ({private[0]}): refused")
+    return addresses[0]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address = address
+        self.tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
+
+
+def _check_url(url: str, policy: UrlPolicy) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path with query) of an allowed URL."""
+    if len(url) > 2048:
+        raise UrlRefused("the URL is longer than 2048 characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UrlRefused(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise UrlRefused(f"only http and https URLs are fetched, not {parts.scheme or 'a relative URL'!r}")
+    if parts.username is not None or parts.password is not None:
+        raise UrlRefused("URLs with credentials are not fetched")
+    host = parts.hostname or ""
+    if not host:
+        raise UrlRefused("the URL has no host")
+    if not host_allowed(host, policy.hosts):
+        raise UrlRefused(f"the host {host!r} is not on this server's list (INSPYRENET_REMOVEBG_URL_HOSTS)")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
+
+
+def fetch(url: str, policy: UrlPolicy, write: Callable[[bytes], None]) -> int:
+    """Fetch ``url`` into ``write``, chunk by chunk; the number of bytes. Raises UrlRefused."""
+    deadline = time.monotonic() + policy.timeout
+    first_host = None
+    for _ in range(MAX_REDIRECTS + 1):
+        scheme, host, port, path = _check_url(url, policy)
+        if first_host is not None and host.lower() != first_host:
+            raise UrlRefused(f"the URL redirects to another host ({host!r}): refused")
+        first_host = host.lower()
+        try:
+            location = _get(scheme, host, port, path, policy, deadline, write)
+        except TimeoutError:
+            raise UrlRefused(f"the image URL did not deliver the image within {policy.timeout:g} s") from None
+        except ssl.SSLError as exc:
+            raise UrlRefused(f"TLS with {host!r} failed: {exc.reason or exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise UrlRefused(f"cannot fetch the image URL: {type(exc).__name__}: {exc}"[:300]) from None
+        if isinstance(location, int):
+            return location
+        url = urljoin(url, location)
+    raise UrlRefused(f"the URL redirects more than {MAX_REDIRECTS} times")
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
+def _get(
+    scheme: str, host: str, port: int, path: str, policy: UrlPolicy, deadline: float, write: Callable[[bytes], None]
+) -> int | str:
+    """One GET: the byte count, or the Location of a redirect."""
+    address = resolve(host, port, policy.allow_private)
+    timeout = _remaining(deadline)
+    if scheme == "https":
+        connection: http.client.HTTPConnection = _PinnedHTTPSConnection(
+            host, port, address, timeout, ssl.create_default_context()
+        )
+    else:
+        connection = _PinnedHTTPConnection(host, port, address, timeout)
+    try:
+        connection.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+        response = connection.getresponse()
+        if response.status in (301, 302, 303, 307, 308):
+            location = response.getheader("Location")
+            if not location:
+                raise UrlRefused(f"the image URL answered HTTP {response.status} without a Location")
+            return location
+        if response.status != 200:
+            raise UrlRefused(f"the image URL answered HTTP {response.status} {response.reason}"[:200])
+        length = response.getheader("Content-Length", "")
+        if length.isdigit() and int(length) > policy.max_bytes:
+            raise UrlRefused(f"the image at the URL is {length} bytes, over the limit of {policy.max_bytes}", 413)
+        size = 0
+        while True:
+            if connection.sock is not None:
+                connection.sock.settimeout(_remaining(deadline))
+            chunk = response.read1(READ_BYTES)
+            if not chunk:
+                return size
+            size += len(chunk)
+            if size > policy.max_bytes:
+                raise UrlRefused(f"the image at the URL is over the limit of {policy.max_bytes} bytes", 413)
+            write(chunk)
+            _remaining(deadline)
+    finally:
+        connection.close()

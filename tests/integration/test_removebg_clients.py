@@ -1,0 +1,277 @@
+"""``POST /v1.0/removebg`` driven by remove.bg's own client libraries, unmodified, against a real server.
+
+- PyPI ``removebg`` 0.04: its endpoint is the module constant ``API_ENDPOINT``, pointed at our
+  server (the way that library allows); it sends multipart (file) and urlencoded (base64, URL) forms.
+- npm ``remove.bg`` 1.3.0: its endpoint is fixed to https://api.remove.bg, so its driver
+  (tests/clients/removebg-node/drive.js) routes Node's HTTPS connections for that name to a loopback
+  TLS terminator in front of our server, with a certificate from a test CA that Node is told to
+  trust (NODE_EXTRA_CA_CERTS); it sends JSON (base64, URL) and multipart (file) bodies and asks for
+  remove.bg's JSON answer.
+
+Each answer is checked for pixels, sizes and headers against our own route on the same image.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.harness import API, REPO, ScriptedServer, http_answer, photo_bytes, start_server
+
+NODE_CLIENT = REPO / "tests" / "clients" / "removebg-node"
+KEY = "removebg-test-key"
+PHOTO = photo_bytes(size=(1000, 750))  # 0.75 MP: size=preview scales it to 0.25 MP
+
+
+@pytest.fixture(scope="module")
+def image_host():
+    """Serves PHOTO at /cat.jpg on loopback (reached as "localhost", a listed host)."""
+    server = ScriptedServer(
+        lambda conn, head: conn.sendall(http_answer("200 OK", PHOTO, {"Content-Type": "image/jpeg"}))
+    )
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def server(toy_bundle):
+    env = {
+        "LIT_SERVER_API_KEY": KEY,
+        "INSPYRENET_REMOVEBG_URL_HOSTS": "localhost",
+        "INSPYRENET_REMOVEBG_URL_ALLOW_PRIVATE": "1",  # the image host is on loopback
+    }
+    process = start_server(toy_bundle, env=env, block_torch=True)
+    yield process
+    process.stop()
+
+
+def ours(server, data: bytes, **params) -> bytes:
+    """The same image through our own route."""
+    response = httpx.post(
+        server.url + API, content=data, headers={"Content-Type": "image/png", "X-API-Key": KEY}, params=params
+    )
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def png_of(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def preview_of(data: bytes) -> Image.Image:
+    """What size=preview does to the image before the cutout (serving/imaging/removebg.py)."""
+    from serving.imaging.contract import decode_image
+    from serving.imaging.removebg import fit_megapixels
+
+    return fit_megapixels(decode_image(data), 0.25)
+
+
+# -- PyPI: removebg ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pypi_client(server, monkeypatch, tmp_path):
+    import removebg.removebg
+
+    monkeypatch.setattr(removebg.removebg, "API_ENDPOINT", server.url + "/v1.0/removebg")
+    return removebg.RemoveBg(KEY, str(tmp_path / "errors.log"))
+
+
+def test_pypi_client_file_upload_gives_our_routes_cutout_at_preview_size(server, pypi_client, tmp_path):
+    source = tmp_path / "cat.jpg"
+    source.write_bytes(PHOTO)
+    pypi_client.remove_background_from_img_file(str(source))  # size="regular": the 0.25 MP preview
+    result = (tmp_path / "cat.jpg_no_bg.png").read_bytes()
+    preview = preview_of(PHOTO)
+    assert Image.open(io.BytesIO(result)).size == preview.size == (577, 433)
+    assert result == ours(server, png_of(preview))  # byte-identical to our route on the same pixels
+
+
+def test_pypi_client_base64_with_a_background_colour(server, pypi_client, tmp_path):
+    encoded = base64.b64encode(PHOTO).decode()
+    out = tmp_path / "b64.jpg"
+    pypi_client.remove_background_from_base64_img(encoded, size="full", new_file_name=str(out), bg_color="81d4fa")
+    result = Image.open(out)
+    assert result.format == "JPEG" and result.size == (1000, 750)  # opaque colour: format=auto gives JPEG
+    mask = np.asarray(Image.open(io.BytesIO(ours(server, PHOTO, output="mask"))))
+    pixels = np.asarray(result).astype(int)
+    background = pixels[mask == 0]
+    assert background.size and np.abs(background - (0x81, 0xD4, 0xFA)).max() <= 12  # JPEG's error, no more
+
+
+def test_pypi_client_image_url(server, pypi_client, image_host, tmp_path):
+    out = tmp_path / "url.png"
+    pypi_client.remove_background_from_img_url(
+        f"http://localhost:{image_host.port}/cat.jpg", size="hd", new_file_name=str(out)
+    )
+    assert Image.open(out).size == (1000, 750)  # hd: up to 4 MP
+    assert out.read_bytes() == ours(server, PHOTO, format="png")
+
+
+def test_pypi_client_with_a_wrong_key_gets_403(server, monkeypatch, tmp_path):
+    import removebg.removebg
+    import requests
+
+    monkeypatch.setattr(removebg.removebg, "API_ENDPOINT", server.url + "/v1.0/removebg")
+    source = tmp_path / "cat.jpg"
+    source.write_bytes(PHOTO)
+    with pytest.raises(requests.HTTPError, match="403"):
+        removebg.RemoveBg("wrong", str(tmp_path / "e.log")).remove_background_from_img_file(str(source))
+
+
+# -- npm: remove.bg ---------------------------------------------------------------------------------
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a certificate for api.remove.bg it signed: (ca.pem, cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject, issuer, public_key, signing_key, ca: bool, names=()):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("inspyrenet test CA", "inspyrenet test CA", ca_key.public_key(), ca_key, ca=True)
+    leaf = certificate("api.remove.bg", "inspyrenet test CA", leaf_key.public_key(), ca_key, False, ["api.remove.bg"])
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+def _relay(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        try:
+            target.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+class TlsTerminator(ScriptedServer):
+    """TLS for api.remove.bg ends here; the plain HTTP goes on to our server."""
+
+    def __init__(self, target_port: int, context: ssl.SSLContext):
+        self.target_port, self.context = target_port, context
+        super().__init__(None)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with (
+                self.context.wrap_socket(conn, server_side=True) as tls,
+                socket.create_connection(("127.0.0.1", self.target_port)) as upstream,
+            ):
+                back = threading.Thread(target=_relay, args=(upstream, tls), daemon=True)
+                back.start()
+                _relay(tls, upstream)
+                back.join(timeout=120)
+        except OSError:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def node_client(server, tmp_path_factory):
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: scripts/install-test-clients.sh installs it with Debian's nodejs")
+    if not (NODE_CLIENT / "node_modules" / "remove.bg").is_dir():
+        pytest.skip("remove.bg's npm client is not installed: run scripts/install-test-clients.sh")
+    folder = tmp_path_factory.mktemp("tls")
+    ca, cert, key = make_certificates(folder)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    terminator = TlsTerminator(server.port, context)
+    env = {**os.environ, "REMOVEBG_TLS_PORT": str(terminator.port), "NODE_EXTRA_CA_CERTS": str(ca)}
+
+    def call(function: str, **options):
+        command = ["node", "drive.js", json.dumps({"call": function, "options": {"apiKey": KEY, **options}})]
+        done = subprocess.run(command, cwd=NODE_CLIENT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    yield call
+    terminator.close()
+
+
+def test_npm_client_file_upload_with_crop(server, node_client, tmp_path):
+    source = tmp_path / "cat.jpg"
+    source.write_bytes(PHOTO)
+    out = tmp_path / "cut.png"
+    answer = node_client("removeBackgroundFromImageFile", path=str(source), size="full", outputFile=str(out))
+    result = answer["resolved"]
+    assert result["creditsCharged"] == "0" and result["detectedType"] == "other"
+    assert (result["resultWidth"], result["resultHeight"]) == ("1000", "750")
+    assert out.read_bytes() == base64.b64decode(result["base64img"]) == ours(server, PHOTO)
+
+    cropped = node_client("removeBackgroundFromImageFile", path=str(source), size="full", crop=True, type="person")
+    assert cropped["resolved"]["detectedType"] == "person"
+    img = Image.open(io.BytesIO(base64.b64decode(cropped["resolved"]["base64img"])))
+    alpha = np.asarray(img)[..., 3]
+    assert img.size == (int(cropped["resolved"]["resultWidth"]), int(cropped["resolved"]["resultHeight"]))
+    for edge in (alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]):
+        assert edge.max() > 0  # cut to the subject: every edge touches it
+
+
+def test_npm_client_base64_json_body_and_json_answer(server, node_client):
+    answer = node_client(
+        "removeBackgroundFromImageBase64", base64img=base64.b64encode(PHOTO).decode(), size="preview", channels="alpha"
+    )
+    result = answer["resolved"]
+    matte = Image.open(io.BytesIO(base64.b64decode(result["base64img"])))
+    preview = preview_of(PHOTO)
+    assert matte.mode == "L" and matte.size == preview.size
+    expected = Image.open(io.BytesIO(ours(server, png_of(preview), output="mask")))
+    assert np.abs(np.asarray(matte).astype(int) - np.asarray(expected).astype(int)).max() <= 16  # format=auto: JPEG
+
+
+def test_npm_client_image_url_and_errors_in_remove_bgs_shape(server, node_client, image_host):
+    url = f"http://localhost:{image_host.port}/cat.jpg"
+    result = node_client("removeBackgroundFromImageUrl", url=url, size="full", bg_color="green")["resolved"]
+    assert (result["resultWidth"], result["resultHeight"]) == ("1000", "750")
+    assert Image.open(io.BytesIO(base64.b64decode(result["base64img"]))).format == "JPEG"
+
+    refused = node_client("removeBackgroundFromImageUrl", url=f"http://127.0.0.1:{image_host.port}/cat.jpg")
+    (error,) = refused["rejected"]
+    assert error["code"] == "url_refused" and "not on this server's list" in error["detail"]
+    bad = node_client("removeBackgroundFromImageUrl", url=url, size="gigantic")["rejected"]
+    assert bad[0]["code"] == "invalid_parameters" and "'size' must be one of" in bad[0]["detail"]

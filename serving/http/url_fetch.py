@@ -121,8 +121,12 @@ def _check_url(url: str, policy: UrlPolicy) -> tuple[str, str, int, str]:
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
-def fetch(url: str, policy: UrlPolicy, write: Callable[[bytes], None]) -> int:
-    """Fetch ``url`` into ``write``, chunk by chunk; the number of bytes. Raises UrlRefused."""
+def fetch(url: str, policy: UrlPolicy, write: Callable[[bytes], None], tls: ssl.SSLContext | None = None) -> int:
+    """Fetch ``url`` into ``write``, chunk by chunk; the number of bytes. Raises UrlRefused.
+
+    ``tls``: the context https connections verify with (default: the system's CAs).
+    """
+    tls = tls or ssl.create_default_context()
     deadline = time.monotonic() + policy.timeout
     first_host = None
     for _ in range(MAX_REDIRECTS + 1):
@@ -131,7 +135,7 @@ def fetch(url: str, policy: UrlPolicy, write: Callable[[bytes], None]) -> int:
             raise UrlRefused(f"the URL redirects to another host ({host!r}): refused")
         first_host = host.lower()
         try:
-            location = _get(scheme, host, port, path, policy, deadline, write)
+            location = _get(scheme, host, port, path, policy, deadline, write, tls)
         except TimeoutError:
             raise UrlRefused(f"the image URL did not deliver the image within {policy.timeout:g} s") from None
         except ssl.SSLError as exc:
@@ -152,15 +156,20 @@ def _remaining(deadline: float) -> float:
 
 
 def _get(
-    scheme: str, host: str, port: int, path: str, policy: UrlPolicy, deadline: float, write: Callable[[bytes], None]
+    scheme: str,
+    host: str,
+    port: int,
+    path: str,
+    policy: UrlPolicy,
+    deadline: float,
+    write: Callable[[bytes], None],
+    tls: ssl.SSLContext,
 ) -> int | str:
     """One GET: the byte count, or the Location of a redirect."""
     address = resolve(host, port, policy.allow_private)
     timeout = _remaining(deadline)
     if scheme == "https":
-        connection: http.client.HTTPConnection = _PinnedHTTPSConnection(
-            host, port, address, timeout, ssl.create_default_context()
-        )
+        connection: http.client.HTTPConnection = _PinnedHTTPSConnection(host, port, address, timeout, tls)
     else:
         connection = _PinnedHTTPConnection(host, port, address, timeout)
     try:

@@ -14,7 +14,6 @@ Each answer is checked for pixels, sizes and headers against our own route on th
 from __future__ import annotations
 
 import base64
-import datetime
 import io
 import json
 import os
@@ -23,14 +22,13 @@ import socket
 import ssl
 import subprocess
 import threading
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.harness import API, REPO, ScriptedServer, http_answer, photo_bytes, start_server
+from tests.harness import API, REPO, ScriptedServer, http_answer, make_certificates, photo_bytes, start_server
 
 NODE_CLIENT = REPO / "tests" / "clients" / "removebg-node"
 KEY = "removebg-test-key"
@@ -138,44 +136,6 @@ def test_pypi_client_with_a_wrong_key_gets_403(server, monkeypatch, tmp_path):
 # -- npm: remove.bg ---------------------------------------------------------------------------------
 
 
-def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a certificate for api.remove.bg it signed: (ca.pem, cert.pem, key.pem)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def certificate(subject, issuer, public_key, signing_key, ca: bool, names=()):
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        return builder.sign(signing_key, hashes.SHA256())
-
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = certificate("inspyrenet test CA", "inspyrenet test CA", ca_key.public_key(), ca_key, ca=True)
-    leaf = certificate("api.remove.bg", "inspyrenet test CA", leaf_key.public_key(), ca_key, False, ["api.remove.bg"])
-    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        leaf_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return paths
-
-
 def _relay(source: socket.socket, target: socket.socket) -> None:
     try:
         while chunk := source.recv(65536):
@@ -217,7 +177,7 @@ def node_client(server, tmp_path_factory):
     if not (NODE_CLIENT / "node_modules" / "remove.bg").is_dir():
         pytest.skip("remove.bg's npm client is not installed: run scripts/install-test-clients.sh")
     folder = tmp_path_factory.mktemp("tls")
-    ca, cert, key = make_certificates(folder)
+    ca, cert, key = make_certificates(folder, "api.remove.bg")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     terminator = TlsTerminator(server.port, context)
@@ -275,3 +235,28 @@ def test_npm_client_image_url_and_errors_in_remove_bgs_shape(server, node_client
     assert error["code"] == "url_refused" and "not on this server's list" in error["detail"]
     bad = node_client("removeBackgroundFromImageUrl", url=url, size="gigantic")["rejected"]
     assert bad[0]["code"] == "invalid_parameters" and "'size' must be one of" in bad[0]["detail"]
+
+
+def test_bg_image_url_scale_and_position_through_the_server(server, image_host):
+    """The cases the clients above do not send, on the same server (its image host is allowed)."""
+    headers = {"X-Api-Key": KEY}
+    url = f"http://localhost:{image_host.port}/cat.jpg"
+    backdrop = httpx.post(
+        server.url + "/v1.0/removebg",
+        files={"image_file": ("a", photo_bytes(size=(200, 150)))},
+        data={"bg_image_url": url, "size": "full", "format": "png"},
+        headers=headers,
+        timeout=60,
+    )
+    assert backdrop.status_code == 200, backdrop.text
+    assert Image.open(io.BytesIO(backdrop.content)).size == (200, 150)
+    assert (np.asarray(Image.open(io.BytesIO(backdrop.content)))[..., 3] == 255).all()  # opaque: the photo behind
+    small = httpx.post(
+        server.url + "/v1.0/removebg",
+        json={"image_url": url, "size": "full", "scale": "50%", "position": "0% 100%", "format": "png"},
+        headers={**headers, "Accept": "application/json"},
+        timeout=60,
+    )
+    data = small.json()["data"]
+    assert (data["foreground_left"], data["foreground_top"] + data["foreground_height"]) == (0, 750)  # bottom left
+    assert data["foreground_height"] <= 375 + 1 and data["foreground_width"] <= 500 + 1  # half the canvas

@@ -8,12 +8,13 @@ the address check use; the address check itself is tested with the default polic
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 import pytest
 
 from serving.http.url_fetch import UrlPolicy, UrlRefused, fetch, host_allowed
-from tests.harness import ScriptedServer, http_answer, photo_bytes
+from tests.harness import ScriptedServer, http_answer, make_certificates, photo_bytes
 
 IMAGE = photo_bytes(size=(64, 48))
 
@@ -150,3 +151,47 @@ def test_error_statuses_and_a_closed_port_are_one_line_refusals(peer):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     assert "cannot fetch the image URL: ConnectionRefusedError" in str(refused(f"http://127.0.0.1:{port}/a.jpg"))
+
+
+class TlsImageHost(ScriptedServer):
+    """Serves IMAGE over TLS with a certificate for ``name`` from a test CA."""
+
+    def __init__(self, context: ssl.SSLContext):
+        self.context = context
+        super().__init__(None)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += tls.recv(4096)
+                self.requests.append(head)
+                tls.sendall(http_answer("200 OK", IMAGE))
+        except OSError:
+            conn.close()
+
+
+def test_https_verifies_the_certificate_for_the_name_while_connecting_to_the_checked_address(tmp_path):
+    hosts = []
+    for name in ("localhost", "elsewhere.example"):
+        folder = tmp_path / name
+        folder.mkdir()
+        ca, cert, key = make_certificates(folder, name)
+        server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_side.load_cert_chain(cert, key)
+        hosts.append((TlsImageHost(server_side), ssl.create_default_context(cafile=str(ca))))
+    (right, trusts_right), (wrong, trusts_wrong) = hosts
+    try:
+        chunks: list[bytes] = []
+        fetch(f"https://localhost:{right.port}/a.jpg", policy(), chunks.append, trusts_right)
+        assert b"".join(chunks) == IMAGE and right.requests[0].startswith(b"GET /a.jpg")
+        with pytest.raises(UrlRefused, match="TLS with 'localhost' failed"):
+            fetch(
+                f"https://localhost:{wrong.port}/a.jpg", policy(), chunks.append, trusts_wrong
+            )  # a cert for another name
+        with pytest.raises(UrlRefused, match="TLS with 'localhost' failed"):
+            fetch(f"https://localhost:{right.port}/a.jpg", policy(), chunks.append)  # the system's CAs: untrusted
+    finally:
+        right.close()
+        wrong.close()

@@ -15,6 +15,11 @@
   skips it), the worker (one that dies gets its requests answered 503 at
   once) and the request deadline (504).
 
+``POST /v1.0/removebg`` takes the same path with remove.bg's reader
+(``serving.http.removebg``): its request reaches LitServe's route as
+``{"id", "params", "kind": "removebg", "json"}``, and every error the gateway
+gives it has remove.bg's shape (429, not 503, at the admission limit).
+
 Errors are 4xx/5xx JSON bodies ``{"detail": "..."}``. It also counts requests
 for ``/metrics`` and adds ``X-Total-Ms`` to inference responses.
 """

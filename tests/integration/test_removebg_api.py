@@ -50,7 +50,8 @@ def server(toy_bundle):
     """No API key, image_url on for any public host: loopback hosts must be refused."""
     env = {
         "INSPYRENET_REMOVEBG_URL_HOSTS": "*",
-        "INSPYRENET_MAX_IN_FLIGHT": "1",
+        # Two: a client's next request can arrive before the slot of its last answer is given back.
+        "INSPYRENET_MAX_IN_FLIGHT": "2",
         "INSPYRENET_MAX_BODY_BYTES": str(2 * 1024 * 1024),
         "INSPYRENET_BODY_TIMEOUT": "3",
     }
@@ -205,15 +206,19 @@ def test_image_url_refuses_loopback_names_and_redirects_to_private_addresses(cli
 
 
 def test_over_the_admission_limit_the_answer_is_429_with_retry_after(server, client):
-    with socket.create_connection(("127.0.0.1", server.port)) as held:  # admitted, then sends no body
-        held.sendall(
-            b"POST /v1.0/removebg HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-        )
+    head = b"POST /v1.0/removebg HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]  # admitted, then send no body
+    try:
+        for sock in held:
+            sock.sendall(head)
         time.sleep(0.5)
         answer = client.post(ROUTE, files={"image_file": ("a", PHOTO)})
-        assert "requests in flight" in error_of(answer, 429, "rate_limit_exceeded")
+        assert "limit of 2 requests in flight" in error_of(answer, 429, "rate_limit_exceeded")
         assert int(answer.headers["retry-after"]) >= 1
-    time.sleep(3.5)  # the held request's body deadline (3 s) frees its slot
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(3.5)  # the held requests' body deadline (3 s) frees their slots
     assert client.post(ROUTE, files={"image_file": ("a", PHOTO)}).status_code == 200
 
 

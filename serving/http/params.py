@@ -52,7 +52,8 @@ class CutoutParams:
         return cls(**data)
 
 
-def _text(name: str, value: Any) -> str:
+def as_text(name: str, value: Any) -> str:
+    """A scalar parameter as stripped text (booleans as true/false); anything else is a ParamError."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
@@ -60,8 +61,8 @@ def _text(name: str, value: Any) -> str:
     raise ParamError(f"parameter '{name}' must be a string or a number, got {type(value).__name__}")
 
 
-def _bool(name: str, value: Any) -> bool:
-    text = _text(name, value).lower()
+def as_bool(name: str, value: Any) -> bool:
+    text = as_text(name, value).lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
@@ -70,7 +71,7 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str:
-    text = _text(name, value).lower()
+    text = as_text(name, value).lower()
     text = (aliases or {}).get(text, text)
     if text not in choices:
         raise ParamError(f"parameter '{name}' must be one of {', '.join(choices)}; got {value!r}")
@@ -78,7 +79,7 @@ def _choice(name: str, value: Any, choices: tuple[str, ...], aliases: Mapping[st
 
 
 def _color(value: Any) -> tuple[int, int, int]:
-    text = _text("bg_color", value)
+    text = as_text("bg_color", value)
     match = _HEX_COLOR.match(text)
     if not match:
         raise ParamError(f"parameter 'bg_color' must be a hex colour like #ffffff or #fff; got {value!r}")
@@ -90,7 +91,7 @@ def _color(value: Any) -> tuple[int, int, int]:
 
 def _threshold(value: Any) -> float:
     try:
-        number = float(_text("threshold", value))
+        number = float(as_text("threshold", value))
     except ValueError:
         raise ParamError(f"parameter 'threshold' must be a number between 0 and 1; got {value!r}") from None
     if not 0.0 <= number <= 1.0:
@@ -99,14 +100,14 @@ def _threshold(value: Any) -> float:
 
 
 def _quality(value: Any) -> int:
-    text = _text("quality", value)
+    text = as_text("quality", value)
     if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= 100:
         raise ParamError(f"parameter 'quality' must be a whole number from 1 to 100; got {value!r}")
     return int(text)
 
 
 def _max_size(value: Any) -> int:
-    text = _text("max_size", value)
+    text = as_text("max_size", value)
     # ASCII digits only ('²'.isdigit() is true), and few of them before int() sees them.
     if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_SIZE_LIMIT:
         raise ParamError(f"parameter 'max_size' must be a whole number from 1 to {MAX_SIZE_LIMIT}; got {value!r}")
@@ -118,9 +119,9 @@ _PARSERS = {
     "format": lambda v: _choice("format", v, FORMATS, FORMAT_ALIASES),
     "bg_color": _color,
     "threshold": _threshold,
-    "reverse": lambda v: _bool("reverse", v),
+    "reverse": lambda v: as_bool("reverse", v),
     "max_size": _max_size,
-    "refine": lambda v: _bool("refine", v),
+    "refine": lambda v: as_bool("refine", v),
     "quality": _quality,
 }
 PARAM_NAMES = tuple(_PARSERS)

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import ImageColor
 
-from serving.http.params import ParamError
+from serving.http.params import ParamError, as_bool, as_text
 
 # Megapixels of the result per ``size`` (remove.bg's limits; the old names map to the new ones).
 SIZE_MEGAPIXELS = {
@@ -46,8 +46,6 @@ MAX_MARGIN_SHARE = 0.5
 
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
 _HEX = re.compile(r"^#?([0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 Length = tuple[float, str]  # (value, "px" or "%")
 
@@ -92,25 +90,8 @@ def given(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and value.strip().lower() in NOT_GIVEN)
 
 
-def _text(name: str, value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value).strip()
-    raise ParamError(f"parameter '{name}' must be a string, a number or a boolean, got {type(value).__name__}")
-
-
-def _bool(name: str, value: Any) -> bool:
-    text = _text(name, value).lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ParamError(f"parameter '{name}' must be true or false, got {value!r}")
-
-
 def _choice(name: str, value: Any, choices: tuple[str, ...] | Mapping[str, Any]) -> str:
-    text = _text(name, value).lower()
+    text = as_text(name, value).lower()
     if text == "jpeg" and name == "format":
         text = "jpg"
     if text not in choices:
@@ -134,7 +115,7 @@ def _percent(name: str, text: str, low: float, high: float) -> float:
 
 def parse_color(value: Any) -> tuple[int, int, int, int]:
     """A hex colour (rgb, rgba, rrggbb, rrggbbaa, with or without #) or a colour name -> RGBA."""
-    text = _text("bg_color", value)
+    text = as_text("bg_color", value)
     match = _HEX.match(text)
     if match:
         digits = match.group(1)
@@ -151,7 +132,7 @@ def parse_color(value: Any) -> tuple[int, int, int, int]:
 
 
 def _margin(value: Any) -> tuple[Length, Length, Length, Length]:
-    parts = _text("crop_margin", value).replace(",", " ").split()
+    parts = as_text("crop_margin", value).replace(",", " ").split()
     if len(parts) not in (1, 2, 4):
         raise ParamError(f"parameter 'crop_margin' takes 1, 2 or 4 lengths (e.g. 30px, 10%); got {value!r}")
     lengths = [_length("crop_margin", part) for part in parts]
@@ -163,12 +144,12 @@ def _margin(value: Any) -> tuple[Length, Length, Length, Length]:
 
 
 def _scale(value: Any) -> float | None:
-    text = _text("scale", value).lower()
+    text = as_text("scale", value).lower()
     return None if text == "original" else _percent("scale", text, 10, 100)
 
 
 def _position(value: Any) -> tuple[float, float] | None:
-    text = _text("position", value).lower()
+    text = as_text("position", value).lower()
     if text == "original":
         return None
     if text == "center":
@@ -181,7 +162,7 @@ def _position(value: Any) -> tuple[float, float] | None:
 
 
 def _roi(value: Any) -> tuple[Length, Length, Length, Length]:
-    parts = _text("roi", value).replace(",", " ").split()
+    parts = as_text("roi", value).replace(",", " ").split()
     if len(parts) != 4:
         raise ParamError(f"parameter 'roi' takes four coordinates 'x1 y1 x2 y2' (px or %); got {value!r}")
     return tuple(_length("roi", part) for part in parts)  # type: ignore[return-value]
@@ -194,13 +175,13 @@ _PARSERS = {
     "format": lambda v: _choice("format", v, FORMATS),
     "channels": lambda v: _choice("channels", v, CHANNELS),
     "bg_color": parse_color,
-    "crop": lambda v: _bool("crop", v),
+    "crop": lambda v: as_bool("crop", v),
     "crop_margin": _margin,
     "scale": _scale,
     "position": _position,
     "roi": _roi,
-    "semitransparency": lambda v: _bool("semitransparency", v),
-    "add_shadow": lambda v: _bool("add_shadow", v),
+    "semitransparency": lambda v: as_bool("semitransparency", v),
+    "add_shadow": lambda v: as_bool("add_shadow", v),
 }
 PARAM_NAMES = tuple(_PARSERS)
 KNOWN = (*PARAM_NAMES, *SOURCE_FIELDS, "bg_image_url", "bg_image_file", *IGNORED)

@@ -14,7 +14,7 @@ import click
 
 from pipeline import __version__
 from serving import cli as serving_cli
-from serving.backends import BACKEND_NAMES
+from serving.backends import ARTIFACT_NAMES, BACKEND_NAMES
 from serving.errors import UserError
 
 MODES = ("fast", "base")
@@ -151,6 +151,22 @@ def engine_options(
     is_flag=True,
     help="Fail, instead of skipping, when the TensorRT engine cannot be built here (CI build job).",
 )
+@click.option(
+    "--int8",
+    "int8",
+    type=click.Choice(["static", "dynamic", "off"]),
+    default="static",
+    show_default=True,
+    help="The optional int8 ONNX artifact for the CPU: static QDQ (calibrated), dynamic (MatMul only), or none. "
+    "Served only when it passes its parity row.",
+)
+@click.option(
+    "--int8-reduce-range",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="7-bit int8 weights; auto: on where this CPU has no VNNI (its int8 multiply would saturate).",
+)
 @tensorrt_options
 @fp16_check_options
 def build(
@@ -168,8 +184,11 @@ def build(
     trt_timing_cache: Path | None,
     fp16_islands: bool,
     fp16_execution: str,
+    int8: str,
+    int8_reduce_range: str,
 ) -> None:
-    """Turn a checkpoint into a verified artifact bundle (TorchScript, ONNX, TensorRT fp16 when possible)."""
+    """Turn a checkpoint into a verified artifact bundle (TorchScript, ONNX fp32 and int8, TensorRT fp16 when
+    possible)."""
     warnings.filterwarnings("ignore", message="Failed to import flet")  # transparent-background's GUI
     from rich.console import Console
 
@@ -193,6 +212,8 @@ def build(
         tensorrt=tensorrt,
         require_tensorrt=require_tensorrt,
         tensorrt_options=trt_options,
+        int8=int8,
+        int8_reduce_range=int8_reduce_range,
     )
     bundle_dir, manifest = run_build(options, stages)
     failure = None
@@ -379,7 +400,7 @@ main.add_command(serving_cli.pull, name="pull")
 @click.option(
     "--backend",
     "backends",
-    type=click.Choice(BACKEND_NAMES),
+    type=click.Choice(ARTIFACT_NAMES),
     multiple=True,
     default=("onnxruntime",),
     show_default=True,

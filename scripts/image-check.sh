@@ -172,7 +172,7 @@ image_mb() { python3 -c "print(round($(docker image inspect -f '{{.Size}}' "$1")
 # -- run each serving image --------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 serve_check() {  # name [docker run arguments...] -> JSON object
-    local name=$1 port start healthy="" status stop_start exit_code stop_seconds request files
+    local name=$1 port start healthy="" status stop_start exit_code stop_seconds request files served
     shift
     port=$(free_port)
     docker rm -f "$TAG-$name-run" >/dev/null 2>&1 || true
@@ -187,6 +187,7 @@ serve_check() {  # name [docker run arguments...] -> JSON object
     done
     docker logs "$TAG-$name-run" >"$WORK/run-$name.log" 2>&1
     [ -n "$healthy" ] || die "$name never reported healthy (see $WORK/run-$name.log)"
+    served=$(curl -s -m 5 "http://127.0.0.1:$port/health")  # "ok ARTIFACT DEVICE": what the image serves
     request=$("$VENV/bin/python" scripts/image_request.py "http://127.0.0.1:$port" "$bundle") \
         || die "$name: the request check failed: $request"
     files=$(docker run --rm --entrypoint ls "$TAG-$name" /app/artifacts | paste -sd, -)
@@ -197,8 +198,8 @@ serve_check() {  # name [docker run arguments...] -> JSON object
     docker logs "$TAG-$name-run" >"$WORK/run-$name.log" 2>&1
     docker rm "$TAG-$name-run" >/dev/null
     [ "$exit_code" = "0" ] || die "$name exited $exit_code after SIGTERM (see $WORK/run-$name.log)"
-    printf '{"image_mb": %s, "build_seconds": %s, "run_to_healthy_seconds": %s, "request": %s, "sigterm_exit_code": %s, "sigterm_seconds": %s, "bundle_files": "%s", "layers": %s}' \
-        "$(image_mb "$TAG-$name")" "${build_seconds[$name]}" "$healthy" "$request" "$exit_code" "$stop_seconds" \
+    printf '{"image_mb": %s, "build_seconds": %s, "run_to_healthy_seconds": %s, "health": "%s", "request": %s, "sigterm_exit_code": %s, "sigterm_seconds": %s, "bundle_files": "%s", "layers": %s}' \
+        "$(image_mb "$TAG-$name")" "${build_seconds[$name]}" "$healthy" "$served" "$request" "$exit_code" "$stop_seconds" \
         "$files" "$(layers "$TAG-$name")"
 }
 deploy_env() {  # deploy/cloudrun/FILE -> "-e NAME=VALUE" arguments: its container's env, as Cloud Run sets it

@@ -28,15 +28,25 @@ from serving.imaging.contract import mask_to_uint8, preprocess, upsample_mask
 TOLERANCE = 2  # of 255: the image may run another ONNX Runtime build (CUDA, or another CPU kernel)
 
 
-def expected_mask(bundle_dir: str, img: Image.Image) -> np.ndarray:
+def expected_mask(bundle_dir: str, img: Image.Image, artifact: str) -> np.ndarray:
+    """The mask this checkout computes with ``artifact`` (an ONNX Runtime one), on the CPU."""
     bundle = load_bundle(bundle_dir, verify=False)
-    backend = open_backend(bundle, bundle.artifact("onnxruntime"), device="cpu")
+    backend = open_backend(bundle, bundle.artifact(artifact), device="cpu")
     mask = backend.infer(preprocess(img, bundle.input_size))[0, 0]
     return mask_to_uint8(upsample_mask(mask, (img.height, img.width)))
 
 
+def served_artifact(url: str) -> str:
+    """The artifact the server says it serves (/health: "ok NAME DEVICE"); ONNX Runtime's fp32 one when that
+    is not ONNX Runtime's (a TensorRT engine is compared with the fp32 graph it was checked against)."""
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+        words = response.read().decode().split()
+    return words[1] if len(words) == 3 and words[1].startswith("onnxruntime") else "onnxruntime"
+
+
 def main(url: str, bundle_dir: str) -> int:
     img = photo("chelsea")
+    artifact = served_artifact(url)
     body = io.BytesIO()
     img.save(body, format="PNG")
     request = urllib.request.Request(
@@ -54,12 +64,13 @@ def main(url: str, bundle_dir: str) -> int:
         "status": status,
         "seconds": round(seconds, 3),
         "backend": headers.get("X-Backend"),
+        "artifact": artifact,
         "content_type": headers.get("Content-Type"),
         "shape": list(served.shape),
     }
     ok = status == 200 and served.shape == (img.height, img.width)
     if ok:
-        diff = np.abs(served.astype(np.int16) - expected_mask(bundle_dir, img).astype(np.int16))
+        diff = np.abs(served.astype(np.int16) - expected_mask(bundle_dir, img, artifact).astype(np.int16))
         result.update(
             max_diff=int(diff.max()),
             mean_diff=round(float(diff.mean()), 4),

@@ -55,9 +55,9 @@ class Bundle:
     def path(self, entry: FileEntry) -> Path:
         return self.root / entry.file
 
-    def artifact(self, backend: str) -> Artifact | None:
-        """The servable artifact of ``backend``, if the bundle has one."""
-        return next((a for a in self.artifacts if a.backend == backend and a.servable), None)
+    def artifact(self, name: str) -> Artifact | None:
+        """The servable artifact called ``name`` (its backend, or its label: 'onnxruntime-int8'), if there is one."""
+        return next((a for a in self.artifacts if a.name == name and a.servable), None)
 
     def by_role(self, role: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.role == role), None)

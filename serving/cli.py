@@ -108,11 +108,18 @@ main.add_command(serve, name="serve")
 @click.option(
     "--prune", is_flag=True, help="Delete the files of artifacts this install can never serve (the image build does)."
 )
-def verify(bundle_dir: Path | None, prune: bool) -> None:
+@click.option(
+    "--prune-fallbacks",
+    is_flag=True,
+    help="With --prune, keep only the artifact `auto` serves first here (the CPU image: int8 when it passed).",
+)
+def verify(bundle_dir: Path | None, prune: bool, prune_fallbacks: bool) -> None:
     """Check BUNDLE_DIR [env INSPYRENET_ARTIFACTS] as this install will serve it."""
+    if prune_fallbacks and not prune:
+        raise UserError("--prune-fallbacks goes with --prune")
     root = bundle_dir or Settings.from_env().artifacts
     bundle = load_bundle(root, verify=False)
-    served, left_out = prepare_for_install(bundle, prune=prune)
+    served, left_out = prepare_for_install(bundle, prune=prune, fallbacks=not prune_fallbacks)
     for artifact in served:
         click.echo(f"ok    {artifact.name:<16} {artifact.precision:<5} {artifact.file}")
     for artifact, reason in left_out:

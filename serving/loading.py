@@ -52,21 +52,21 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
             start = time.perf_counter()
             try:
                 bundle.verify(artifact)
-                verified.add(artifact.backend)
+                verified.add(artifact.name)
                 log(
                     "startup phase",
                     phase="verify",
                     seconds=round(time.perf_counter() - start, 3),
                     process="main",
-                    backend=artifact.backend,
+                    backend=artifact.name,
                 )
             except BundleError as exc:
                 reason = str(exc)
         if reason is None:
-            usable.append(artifact.backend)
+            usable.append(artifact.name)
         else:
-            reasons.append(f"{artifact.backend}: {reason}")
-            log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
+            reasons.append(f"{artifact.name}: {reason}")
+            log("artifact skipped", severity="WARNING", backend=artifact.name, reason=reason)
     if settings.require_gpu:
         usable = require_gpu(bundle, usable, reasons)
     if not usable:
@@ -84,6 +84,8 @@ def gpu_problem(artifact: Artifact) -> str | None:
     has the CUDA provider, and a session without it runs on the CPU silently.
     """
     problem = run_problem(artifact)
+    if problem is None and artifact.device == "cpu":
+        return f"{artifact.name} runs on the CPU only ({artifact.precision})"
     if problem or artifact.backend not in ("onnxruntime", "torchscript"):
         return problem
     if artifact.backend == "torchscript":  # torch is imported only here, and only when it is installed
@@ -142,7 +144,7 @@ def load_warm_backend(
             continue
         try:
             start = time.perf_counter()
-            if settings.verify and artifact.backend not in verified:
+            if settings.verify and artifact.name not in verified:
                 bundle.verify(artifact)
             phases["verify"] = time.perf_counter() - start
             start = time.perf_counter()
@@ -156,8 +158,8 @@ def load_warm_backend(
                 raise BackendUnavailable(f"it runs on {backend.device}, and INSPYRENET_REQUIRE_GPU is on")
         except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error) skips it
             reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else one_line(exc)
-            failures.append(f"{artifact.backend}: {reason}")
-            log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=reason)
+            failures.append(f"{artifact.name}: {reason}")
+            log("artifact skipped", severity="WARNING", backend=artifact.name, reason=reason)
             continue
         start = time.perf_counter()
         problem = warm_up(backend, warm_sizes(backend))
@@ -165,8 +167,8 @@ def load_warm_backend(
         if problem is None:
             return backend, bundle.mode
         backend.close()
-        failures.append(f"{artifact.backend}: warm-up failed: {problem}")
-        log("artifact skipped", severity="WARNING", backend=artifact.backend, reason=f"warm-up failed: {problem}")
+        failures.append(f"{artifact.name}: warm-up failed: {problem}")
+        log("artifact skipped", severity="WARNING", backend=artifact.name, reason=f"warm-up failed: {problem}")
     raise BackendUnavailable(f"no usable artifact in {Path(settings.artifacts)}: " + "; ".join(failures))
 
 

@@ -144,6 +144,10 @@ class Artifact(FileEntry):
     parity: ParityResult | None = None
     target: dict[str, Any] | None = None  # a TensorRT engine's GPU and runtime (serving.backends.tensorrt_target)
     io: dict[str, Any] | None = None  # a TensorRT engine's input/output tensors as built
+    quantization: dict[str, Any] | None = None  # an int8 artifact's method and settings (pipeline/export/onnx_int8.py)
+    # Optional: its parity failure leaves it unserved but does not fail the bundle, and it is served only
+    # after it passed (the int8 artifact: worth having only when it is as good as the gate asks).
+    optional: bool = False
 
     # Records are compared and hashed by identity: two artifacts are never "the same" by value.
     __hash__ = object.__hash__

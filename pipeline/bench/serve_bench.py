@@ -34,6 +34,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from pipeline.bench import cpu_precision
+
 API = "/v1/remove-background"
 SIZES = {"1mp": (1152, 864), "12mp": (4000, 3000)}
 CONCURRENCY = (1, 4, 16)
@@ -54,7 +56,7 @@ def ours(bundle: Path, backend: str) -> ServerSpec:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "serving.cli",  # inspyrenet-serve, what the images run
             "serve",
             "--artifacts",
             str(bundle),
@@ -338,9 +340,11 @@ def machine() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     from pipeline.environment import package_version
+    from pipeline.export.onnx_int8 import cpu_flags, instruction_set
 
     return {
         "cpu": cpu,
+        "instruction_set": instruction_set(cpu_flags()),
         "cores": os.cpu_count(),
         "gpu": gpu,
         "python": platform.python_version(),
@@ -410,7 +414,8 @@ def ratios(report: dict[str, Any]) -> list[dict[str, Any]]:
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; mode {report['mode']}, "
+        f"Machine: {m['cpu']} ({m.get('instruction_set', '?')}), {m['cores']} cores, GPU: {m['gpu'] or 'none'}; "
+        f"mode {report['mode']}, "
         f"checkpoint {report['checkpoint']}, medians of {report['runs']} runs.",
         "",
         "| measure | ours | baseline | advantage |",
@@ -429,6 +434,9 @@ def markdown(report: dict[str, Any]) -> str:
     phases = [c.get("phases", {}) for c in report["cold_start"]["ours"].values()]
     for phase in phases[0] if phases else {}:
         lines.append(f"| {phase} | " + " | ".join(f"{p.get(phase, 0):.2f} s" for p in phases) + " |")
+    precision = cpu_precision.comparison_rows(report)
+    if precision:
+        lines += ["", *precision]
     lines += ["", "| size | format | encode s | bytes |", "| --- | --- | --- | --- |"]
     for size, table in report.get("encoders", {}).items():
         for name, row in table.items():
@@ -509,6 +517,7 @@ def run_bench(
             report["warm"]["baseline"].pop("cutouts", None)
     finally:
         shutil.rmtree(warm_cache, ignore_errors=True)
+    report["cpu_precision"] = cpu_precision.measure(bundle, backends, runs, progress)
     cutouts = {}
     for result in report["warm"]["ours"].values():
         cutouts = result.pop("cutouts", cutouts)

@@ -178,7 +178,7 @@ def summary_table(report: dict[str, Any]) -> Table:
         style = {"passed": "green", "failed": "red", "skipped": "yellow"}[b["status"]]
         table.add_row(
             b["label"],
-            f"[{style}]{b['status']}[/{style}]",
+            f"[{style}]{b['status']}[/{style}]" + (" (optional)" if b.get("optional") else ""),
             _number(worst["model"]["max_abs"]) if worst else "-",
             _number(worst["end_to_end"]["p999_abs"]) if worst else "-",
             _number(worst["end_to_end"]["iou"]) if worst else "-",

@@ -49,6 +49,7 @@ class Backend(ABC):
     def describe(self) -> dict:
         return {
             "backend": self.name,
+            "artifact": self.artifact.name,
             "device": self.device,
             "precision": self.artifact.precision,
             "file": self.artifact.file,
@@ -96,6 +97,9 @@ REGISTRY: tuple[BackendSpec, ...] = (
     BackendSpec("torchscript", ("torch",), "serving.backends.torchscript:TorchScriptBackend"),
 )
 BACKEND_NAMES: tuple[str, ...] = tuple(spec.name for spec in REGISTRY)
+# An artifact is asked for by its name: its backend, or its label when a backend has a second servable one.
+INT8_LABEL = "onnxruntime-int8"  # the int8 ONNX graph for ONNX Runtime's CPU provider
+ARTIFACT_NAMES: tuple[str, ...] = (*BACKEND_NAMES, INT8_LABEL)
 
 
 def spec_for(name: str) -> BackendSpec | None:

@@ -19,6 +19,10 @@ class OnnxRuntimeBackend(Backend):
         except ImportError:
             raise BackendUnavailable("onnxruntime is not installed") from None
         available = ort.get_available_providers()
+        if artifact.device == "cpu":  # an int8 graph: its kernels are the CPU provider's
+            if device == "cuda":
+                raise BackendUnavailable(f"{artifact.name} runs on the CPU only")
+            available = [p for p in available if p != "CUDAExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" not in available:
             raise BackendUnavailable("onnxruntime has no CUDA execution provider here")
         use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available

@@ -1,13 +1,18 @@
 """Which artifact of a bundle to serve.
 
 ``auto`` tries the bundle's artifacts in the registry's order (serving.backends.REGISTRY): TensorRT (GPU), ONNX
-Runtime (CPU, or CUDA with onnxruntime-gpu), TorchScript. An artifact whose
-parity check failed is never chosen, nor is the fp16 ONNX graph the TensorRT
-engine is compiled from (role ``tensorrt-source``). An explicit choice is
-honoured or fails.
+Runtime (CPU, or CUDA with onnxruntime-gpu), TorchScript. Among ONNX Runtime
+artifacts the int8 one comes first where ONNX Runtime can only use the CPU
+(the CPU package, not onnxruntime-gpu), last otherwise. An artifact whose
+parity check failed is never chosen, nor an optional one (int8) whose check
+did not pass, nor the fp16 ONNX graph the TensorRT engine is compiled from
+(role ``tensorrt-source``). An explicit choice is honoured or fails.
 """
 
 from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable
 
 from serving.backends import preference, runtime_problem
 from serving.bundle import Bundle, BundleError
@@ -23,7 +28,29 @@ def parity_problem(artifact: Artifact) -> str | None:
     parity = artifact.parity
     if parity is not None and parity.failed:
         return f"failed parity at build time ({parity.summary or 'see the parity report'})"
+    if artifact.optional and (parity is None or parity.status != "passed"):
+        return "served only after its parity check passed, and it has none (built with --no-validate?)"
     return None
+
+
+def onnxruntime_has_gpu() -> bool:
+    """Whether the installed ONNX Runtime is the GPU package (asked of the installed distributions, not imported)."""
+    try:
+        importlib.metadata.distribution("onnxruntime-gpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def auto_order(artifacts: Iterable[Artifact]) -> list[Artifact]:
+    """Servable artifacts in ``auto``'s order: by backend, then CPU-only (int8) ones first unless a GPU runtime."""
+    cpu_first = not onnxruntime_has_gpu()
+
+    def rank(artifact: Artifact) -> tuple[int, int]:
+        cpu_only = artifact.device == "cpu"
+        return preference(artifact.backend), (0 if cpu_only == cpu_first else 1)
+
+    return sorted((a for a in artifacts if a.servable), key=rank)
 
 
 def candidates(bundle: Bundle, requested: str) -> tuple[list[Artifact], list[str]]:
@@ -32,21 +59,17 @@ def candidates(bundle: Bundle, requested: str) -> tuple[list[Artifact], list[str
     if requested != "auto":
         artifact = bundle.artifact(requested)
         if artifact is None:
-            have = ", ".join(a.backend for a in bundle.artifacts if a.servable) or "none"
+            have = ", ".join(a.name for a in bundle.artifacts if a.servable) or "none"
             raise SelectionError(f"the bundle at {bundle.root} has no {requested} artifact (it has: {have})")
         reason = parity_problem(artifact)
         if reason:
             raise SelectionError(f"the {requested} artifact {reason}; refusing to serve it")
         return [artifact], skipped
-    ordered = sorted(
-        (a for a in bundle.artifacts if a.servable),
-        key=lambda a: preference(a.backend),
-    )
     chosen = []
-    for artifact in ordered:
+    for artifact in auto_order(bundle.artifacts):
         reason = parity_problem(artifact)
         if reason:
-            skipped.append(f"{artifact.backend}: {reason}")
+            skipped.append(f"{artifact.name}: {reason}")
         else:
             chosen.append(artifact)
     if not chosen:
@@ -59,14 +82,17 @@ def missing_files(bundle: Bundle, artifact: Artifact) -> list[str]:
     return [entry.file for entry in artifact.files if not bundle.path(entry).is_file()]
 
 
-def prepare_for_install(bundle: Bundle, prune: bool = False) -> tuple[list[Artifact], list[tuple[Artifact, str]]]:
+def prepare_for_install(
+    bundle: Bundle, prune: bool = False, fallbacks: bool = True
+) -> tuple[list[Artifact], list[tuple[Artifact, str]]]:
     """Verify every artifact this install can serve; with ``prune``, delete the files of the others.
 
     Returns (verified artifacts, [(artifact left out, why)]). Raises BundleError
     when a servable artifact is missing or altered, or when nothing can be
     served here. "Can serve" is decided without a GPU (an image is built on a
     machine without one): the runtime is installed and the build's parity
-    check passed.
+    check passed. ``fallbacks`` False keeps only the artifact ``auto`` would
+    serve first (the CPU image: the int8 graph alone when it passed).
     """
     served: list[Artifact] = []
     left_out: list[tuple[Artifact, str]] = []
@@ -84,6 +110,10 @@ def prepare_for_install(bundle: Bundle, prune: bool = False) -> tuple[list[Artif
     if not served:
         reasons = "; ".join(f"{a.name}: {why}" for a, why in left_out) or "the bundle lists none"
         raise BundleError(f"nothing in {bundle.root} can be served by this install: {reasons}")
+    if not fallbacks:
+        first, *others = auto_order(served)
+        left_out += [(artifact, f"a fallback of {first.name} (--prune-fallbacks)") for artifact in others]
+        served = [first]
     if prune:
         keep = {entry.file for artifact in served for entry in artifact.files}
         for artifact, _ in left_out:

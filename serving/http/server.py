@@ -250,7 +250,8 @@ def _replace_health_route(server, keep_info: bool) -> None:
         statuses = getattr(server, "workers_setup_status", None) or {}
         if any(status == WorkerSetupStatus.READY for status in statuses.values()):
             states = run_state.worker_states()  # what serves, and on which device: "ok tensorrt cuda"
-            return PlainTextResponse(" ".join(["ok", *([states[0]["backend"], states[0]["device"]] if states else [])]))
+            served = [states[0].get("artifact", states[0]["backend"]), states[0]["device"]] if states else []
+            return PlainTextResponse(" ".join(["ok", *served]))
         return PlainTextResponse("not ready", status_code=503)
 
     dropped = {"/health", "/"} | (set() if keep_info else {"/info"})

@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from serving.backends import BACKEND_NAMES
+from serving.backends import ARTIFACT_NAMES
 from serving.errors import UserError
 
-BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
+BACKEND_CHOICES = ("auto", *ARTIFACT_NAMES)
 _HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
 
 

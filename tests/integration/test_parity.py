@@ -18,8 +18,9 @@ def test_build_validates_and_records_parity(fast_bundle):
     manifest = json.loads((fast_bundle / "manifest.json").read_text())
     assert manifest["validation"]["status"] == "passed"
     for artifact in manifest["artifacts"]:
-        assert artifact["parity"]["status"] == "passed", artifact["parity"]
-        assert artifact["parity"]["limits_class"] == artifact["precision"]  # fp32, or fp16 for model.fp16.onnx
+        # int8 is optional: on the synthetic checkpoint it may fail without failing the bundle (test_int8.py)
+        assert artifact["parity"]["status"] == "passed" or artifact.get("optional"), artifact["parity"]
+        assert artifact["parity"]["limits_class"] == artifact["precision"]  # fp32, fp16 or int8
     report = json.loads((fast_bundle / "parity" / "report.json").read_text())
     assert report["passed"] is True and report["references"].startswith("computed")
     assert manifest["parity_references"]["checkpoint_sha256"] == manifest["checkpoint"]["sha256"]
@@ -36,7 +37,7 @@ def test_build_validates_and_records_parity(fast_bundle):
         "noise",
     } <= names
     for backend in report["backends"]:
-        assert backend["status"] == "passed"
+        assert backend["status"] == "passed" or backend.get("optional")
         for result in backend["results"]:
             for reference in ("model", "end_to_end"):
                 metrics = result["metrics"][reference]
@@ -100,7 +101,7 @@ def validate_fails_on_torchscript(bundle: Path, images: Path, metric_words: tupl
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: parity failed: torchscript (") and "onnxruntime" not in error
     manifest = json.loads((bundle / "manifest.json").read_text())
-    parity = {a["file"]: a["parity"]["status"] for a in manifest["artifacts"]}
+    parity = {a["file"]: a["parity"]["status"] for a in manifest["artifacts"] if not a.get("optional")}
     assert parity == {"model.ts": "failed", "model.onnx": "passed", "model.fp16.onnx": "passed"}
     return failed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -121,6 +122,10 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
     assert any(line.startswith("ok    onnxruntime ") for line in lines), lines
     assert any(line.startswith("skip  torchscript ") and "torch is not installed" in line for line in lines)
     assert any(line.startswith("skip  onnxruntime-fp16 ") and "not served" in line for line in lines)
+    int8 = load_bundle(copy, verify=False).artifact("onnxruntime-int8")
+    if int8.parity.status == "failed":  # the synthetic checkpoint's int8 graph (tests/integration/test_int8.py)
+        assert any(line.startswith("skip  onnxruntime-int8 ") and "failed parity" in line for line in lines)
+        assert not (copy / "model.int8.onnx").exists()
     assert not (copy / "model.ts").exists() and not (copy / "model.fp16.onnx").exists()
     assert (copy / "model.onnx").exists() and (copy / "model.onnx.data").exists() and (copy / "manifest.json").exists()
     assert (fast_bundle / "model.ts").exists()  # the hard-linked original is untouched
@@ -129,6 +134,29 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
     bundle = load_bundle(copy, verify=False)
     missing = {a.name: missing_files(bundle, a) for a in bundle.artifacts}
     assert missing["torchscript"] == ["model.ts"] and missing["onnxruntime"] == []
+
+
+def test_prune_fallbacks_keeps_only_what_auto_serves_first(fast_bundle, tmp_path):
+    """The CPU image: the int8 graph alone once it passed its parity row, else the fp32 graph alone."""
+    from serving.http.settings import Settings
+    from serving.loading import preflight
+
+    copy = linked_copy(fast_bundle, tmp_path / "bundle")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        if artifact.get("label") == "onnxruntime-int8":
+            artifact["parity"] = {"status": "passed", "summary": "all 12 images within int8 limits"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    alone = serve_command("verify", str(copy), "--prune-fallbacks")
+    assert alone.returncode == 1 and alone.stderr == "error: --prune-fallbacks goes with --prune\n"
+    result = serve_command("verify", str(copy), "--prune", "--prune-fallbacks")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("ok    onnxruntime-int8 int8  model.int8.onnx")
+    fallback = "skip  onnxruntime      fp32  model.onnx: a fallback of onnxruntime-int8 (--prune-fallbacks)"
+    assert fallback in result.stdout
+    assert sorted(p.name for p in copy.iterdir() if p.is_file()) == ["manifest.json", "model.int8.onnx"]
+    usable, _ = preflight(Settings(artifacts=copy, backend="auto", verify=False))
+    assert usable == ["onnxruntime-int8"]
 
 
 def test_verify_refuses_an_altered_servable_file_in_one_line(fast_bundle, tmp_path):

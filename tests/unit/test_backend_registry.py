@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from serving.backends import BACKEND_NAMES, REGISTRY, BackendUnavailable, open_backend, run_problem
-from serving.backends.selection import candidates
+from serving.backends import (
+    ARTIFACT_NAMES,
+    BACKEND_NAMES,
+    INT8_LABEL,
+    REGISTRY,
+    BackendUnavailable,
+    open_backend,
+    run_problem,
+    selection,
+)
+from serving.backends.selection import SelectionError, candidates
 from serving.bundle import load_bundle
 from serving.http.settings import BACKEND_CHOICES, Settings, SettingsError
+from serving.manifest import ParityResult
 from tests.toy_bundle import build_toy_bundle
 
 
 def test_every_name_the_settings_accept_comes_from_the_registry():
     assert BACKEND_NAMES == ("tensorrt", "onnxruntime", "torchscript")  # auto's order: fastest first
-    assert BACKEND_CHOICES == ("auto", *BACKEND_NAMES)
-    with pytest.raises(SettingsError, match="backend must be one of auto, tensorrt, onnxruntime, torchscript"):
+    assert BACKEND_CHOICES == ("auto", *BACKEND_NAMES, INT8_LABEL) == ("auto", *ARTIFACT_NAMES)
+    with pytest.raises(
+        SettingsError, match="backend must be one of auto, tensorrt, onnxruntime, torchscript, onnxruntime-int8"
+    ):
         Settings(backend="openvino").check()
     assert all(spec.load_class().__name__ for spec in REGISTRY if spec.runtime_problem() is None)
 
@@ -35,3 +49,41 @@ def test_the_registry_opens_the_toy_onnx_model_with_the_real_shapes(tmp_path):
     backend = open_backend(bundle, ordered[0], device="cpu", threads=1)
     masks = backend.infer(np.random.default_rng(0).normal(size=(5, 3, 384, 384)).astype(np.float32))
     assert masks.shape == (5, 1, 384, 384) and masks.min() == 0.0 and masks.max() > 0.99  # 5 > max_batch 4: chunks
+
+
+def with_int8(bundle, parity: str | None):
+    """The toy bundle plus an int8 ONNX artifact (the same file) whose parity row says ``parity``."""
+    fp32 = bundle.artifacts[0]
+    int8 = fp32.model_copy(
+        update={"label": INT8_LABEL, "precision": "int8", "device": "cpu", "optional": True, "parity": None}
+    )
+    if parity is not None:
+        int8.parity = ParityResult(status=parity, summary=f"toy {parity}")
+    fp32.parity = ParityResult(status="passed", summary="toy passed")
+    return dataclasses.replace(bundle, artifacts=(fp32, int8))
+
+
+def test_auto_serves_int8_on_a_cpu_runtime_only_after_it_passed(tmp_path, monkeypatch):
+    bundle = load_bundle(build_toy_bundle(tmp_path / "toy"))
+    monkeypatch.setattr(selection, "onnxruntime_has_gpu", lambda: False)
+    ordered, skipped = candidates(with_int8(bundle, "passed"), "auto")
+    assert [a.name for a in ordered] == [INT8_LABEL, "onnxruntime"] and not skipped
+    for parity, why in (("failed", "failed parity at build time (toy failed)"), (None, "served only after")):
+        ordered, skipped = candidates(with_int8(bundle, parity), "auto")
+        assert [a.name for a in ordered] == ["onnxruntime"]
+        assert len(skipped) == 1 and skipped[0].startswith(f"{INT8_LABEL}: {why}")
+        with pytest.raises(SelectionError, match=f"the {INT8_LABEL} artifact .*refusing to serve it"):
+            candidates(with_int8(bundle, parity), INT8_LABEL)
+    # With onnxruntime-gpu the fp32 graph runs on CUDA: int8 (CPU kernels only) comes after it.
+    monkeypatch.setattr(selection, "onnxruntime_has_gpu", lambda: True)
+    ordered, _ = candidates(with_int8(bundle, "passed"), "auto")
+    assert [a.name for a in ordered] == ["onnxruntime", INT8_LABEL]
+
+
+def test_an_int8_artifact_is_asked_for_by_its_name_and_runs_on_the_cpu_only(tmp_path):
+    bundle = with_int8(load_bundle(build_toy_bundle(tmp_path / "toy")), "passed")
+    assert bundle.artifact(INT8_LABEL).precision == "int8" and bundle.artifact("onnxruntime").precision == "fp32"
+    backend = open_backend(bundle, bundle.artifact(INT8_LABEL), device="auto", threads=1)
+    assert backend.device == "cpu" and backend.describe()["artifact"] == INT8_LABEL
+    with pytest.raises(BackendUnavailable, match=f"{INT8_LABEL} runs on the CPU only"):
+        open_backend(bundle, bundle.artifact(INT8_LABEL), device="cuda")

@@ -229,7 +229,7 @@ def test_cpu_backup_service_runs_one_inference_on_every_vcpu_without_a_gpu():
     limits = container["resources"]["limits"]
     assert "nvidia.com/gpu" not in limits
     env = {item["name"]: item["value"] for item in container["env"]}
-    assert "INSPYRENET_REQUIRE_GPU" not in env and env["INSPYRENET_BACKEND"] == "onnxruntime"
+    assert "INSPYRENET_REQUIRE_GPU" not in env and env["INSPYRENET_BACKEND"] == "auto"
     # Concurrency matched to what runs at once, and that one inference on every vCPU.
     assert spec["containerConcurrency"] == int(env["INSPYRENET_WORKERS"]) * int(env["INSPYRENET_MAX_BATCH_SIZE"])
     assert int(env["INSPYRENET_THREADS"]) == int(limits["cpu"]) // int(env["INSPYRENET_WORKERS"])

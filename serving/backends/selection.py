@@ -29,7 +29,8 @@ def parity_problem(artifact: Artifact) -> str | None:
     if parity is not None and parity.failed:
         return f"failed parity at build time ({parity.summary or 'see the parity report'})"
     if artifact.optional and (parity is None or parity.status != "passed"):
-        return "served only after its parity check passed, and it has none (built with --no-validate?)"
+        status = parity.status if parity is not None else "none (built with --no-validate?)"
+        return f"served only after its parity check passed; its check: {status}"
     return None
 
 

@@ -405,13 +405,20 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(draining_serv
     family = descendants(draining_server.process.pid)
     assert len(family) >= 3  # HTTP server(s), inference workers, LitServe's manager
     result = {}
+    big = photo_bytes(size=(3000, 2000))  # made before the clock starts: a slow CPU takes seconds over it
+    uploaded = threading.Event()
+
+    def body():
+        step = 256 * 1024
+        for start in range(0, len(big), step):
+            yield big[start : start + step]
+        uploaded.set()
 
     def slow_request():
-        big = photo_bytes(size=(3000, 2000))
         with httpx.Client(base_url=draining_server.url, timeout=120) as http:
             result["response"] = http.post(
                 API,
-                content=big,
+                content=body(),
                 headers={"Content-Type": "image/jpeg", **KEY_HEADER},
                 params={"refine": "true"},
             )
@@ -419,7 +426,8 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(draining_serv
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    time.sleep(1.0)  # the request is in flight
+    assert uploaded.wait(timeout=60)
+    time.sleep(0.5)  # the whole body is on the server: the request is in flight, not merely connecting
     sigterm_at = time.monotonic()
     draining_server.process.terminate()  # SIGTERM, as Cloud Run sends
     thread.join(timeout=120)

@@ -105,14 +105,8 @@ def quantize(
     method: str,
     calibration: list[np.ndarray],
     reduce_range: bool,
-    op_types: tuple[str, ...] = STATIC_OP_TYPES,
-    keep_attention_fp32: bool = True,
 ) -> dict[str, Any]:
-    """Write ``out`` (one file, weights inside: it stays under protobuf's 2 GB) and return its manifest fields.
-
-    ``op_types`` and ``keep_attention_fp32``: what static quantization may touch (a planted-failure test
-    widens them to the sensitive ops).
-    """
+    """Write ``out`` (one file, weights inside: it stays under protobuf's 2 GB) and return its manifest fields."""
     import onnx
 
     if method not in METHODS:

@@ -175,18 +175,24 @@ class ServerProcess:
 
 
 def start_server(
-    bundle: Path, env: dict | None = None, block_torch: bool = True, timeout: float = 240
+    bundle: Path,
+    env: dict | None = None,
+    block_torch: bool = True,
+    timeout: float = 240,
+    command: list[str] | None = None,
+    port: int | None = None,
 ) -> ServerProcess:
-    """``inspyrenet-serve serve`` (the serving-only command) on a free loopback port, once /health says 200."""
+    """``inspyrenet-serve serve`` (the serving-only command; or ``command``, which serves on ``port``)
+    on a free loopback port, once /health says 200."""
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     full_env = {**os.environ, "PORT": str(port), "INSPYRENET_HOST": "127.0.0.1", **(env or {})}
     if block_torch:
         full_env["PYTHONPATH"] = torch_blocked_pythonpath()
     log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.cli", "serve", "--artifacts", str(bundle)],
+        command or [sys.executable, "-m", "serving.cli", "serve", "--artifacts", str(bundle)],
         cwd=REPO,
         env=full_env,
         stdout=open(log_path, "w"),

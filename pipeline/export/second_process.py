@@ -2,7 +2,7 @@
 
 The dynamo ONNX exporter is single-threaded Python: the fp32 graph and the
 fp16-with-fp32-islands graph, exported one after the other, leave a core idle
-for minutes (the README's build stage table has the times). Exported side by side
+for minutes (docs/performance.md, "Building the fast bundle", has the times). Exported side by side
 they take the time of the longer one.
 
 The child is spawned (no fork of a process that holds torch's thread pools),

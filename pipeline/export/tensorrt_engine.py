@@ -138,7 +138,7 @@ def _flag(trt, enum_name: str, member: str):
 def compile_engine(onnx_path: Path, settings: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """Parse the ONNX graph and build the serialized plan; returns it and what was applied.
 
-    Needs the TensorRT builder and a CUDA GPU (unexecuted on the development machines).
+    Needs the TensorRT builder and a CUDA GPU (not yet run on a GPU: docs/status.md).
     """
     import tensorrt as trt
 

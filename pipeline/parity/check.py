@@ -53,25 +53,13 @@ class Limits:
     max_nonfinite: int = 0
 
 
-# fp32 limits: about 4x the worst seen on the synthetic fast bundle over the default
-# parity set on the two CPUs measured (ONNX Runtime CPU: Intel Xeon mean 1.2e-5,
-# p99.9 8.1e-5, max 1.4e-4; AMD EPYC mean 4.0e-5, p99.9 2.7e-4, max 4.3e-4, since
-# its kernels sum in another order; end to end at most one 8-bit level, IoU >= 0.9999).
-# fp16 limits: about 2x the worst of the fp16-with-fp32-islands graph (the one
-# TensorRT builds) run by PyTorch on CPU with emulated fp16 (fp32 arithmetic, fp16
-# storage), synthetic fast checkpoint, default set: mean 1.2e-2, p99.9 0.154,
-# max 0.219, IoU >= 0.9886, no NaN/Inf. The all-black image sets every one of those
-# worsts; the photos stay within mean 3.0e-3, p99.9 2.1e-2, max 3.5e-2, IoU >= 0.9918.
-# All-black is chaotic under any fp16 rounding order: native fp16 on the same CPU
-# gives max 0.106 there, and native and emulated differ from each other by 0.116,
-# while on a photo (chelsea) both are at 0.011 from fp32. A real overflow gives
-# NaN/Inf (gated at zero) or moves the mean and IoU far past these limits. The share
-# of pixels off by > 2/255 is not gated for fp16 (all-black: 47%). To be re-measured
-# on an L4 with the TensorRT engine.
-# int8 limits: the fp16 limits. The int8 graph serves the CPU endpoint in place of the GPU one when L4s
-# are scarce, so its masks may be no further from the reference than the fp16 engine's are allowed to be:
-# a client gets interchangeable masks from either endpoint. They are not derived from the int8 artifact's
-# own errors (that would pass whatever the quantizer made). Measured int8 errors: docs in README, Performance.
+# Limits per precision class; the measurements each is derived from: docs/build-and-parity.md.
+# fp32: about 4x the worst ONNX Runtime CPU error on the synthetic fast bundle (kernels sum in another
+# order on each CPU). fp16: about 2x the worst of the fp16-with-fp32-islands graph with emulated fp16;
+# all-black sets it (chaotic under any fp16 rounding order), so the share of pixels off is not gated;
+# an overflow shows as NaN/Inf, gated at zero. int8: the fp16 limits by design, not from the int8
+# graph's own errors (those would pass whatever the quantizer made): the int8 CPU endpoint stands in
+# for the fp16 L4 one, so a client gets interchangeable masks from either.
 NOT_GATED = 1.0
 DEFAULT_LIMITS: dict[str, dict[str, Limits]] = {
     "fp32": {

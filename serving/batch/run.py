@@ -114,9 +114,8 @@ class Tally:
 def default_batch_size(backend: Backend) -> int:
     """The artifact's largest batch on a GPU; 1 on the CPU.
 
-    On the CPU, ONNX Runtime is no faster batched (1.39 s against 1.40 s an
-    image at 384x384, measured on this project's 2-core machine), and a batch
-    moves each mask by up to 4e-5, enough to change an alpha value by one
+    On the CPU, ONNX Runtime is no faster batched (docs/performance.md, "batch
+    against serve"), and a batch moves each mask by up to 4e-5, enough to change an alpha value by one
     level here and there: at batch size 1 an output is byte-for-byte what the
     API (which runs one request at a time on Cloud Run) returns.
     """

@@ -1,6 +1,6 @@
 """Server settings: every one an environment variable with a default.
 
-The CLI's flags override the environment; the README lists every variable.
+The CLI's flags override the environment; docs/http-api.md lists every variable.
 """
 
 from __future__ import annotations

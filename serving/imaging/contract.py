@@ -39,7 +39,7 @@ RESIZE_RULE = "PIL bilinear to the model's input size, aspect ratio not kept (Re
 UPSAMPLE_RULE = "bilinear, align_corners=True, back to the decoded image's size"
 
 DEFAULT_MAX_PIXELS = 40_000_000
-# The formats the README documents (JPEG's opener also reads the multi-picture JPEGs phones
+# The formats docs/http-api.md documents (JPEG's opener also reads the multi-picture JPEGs phones
 # write). Pillow's other decoders (DDS, EPS through Ghostscript, PSD, ...) never see a request.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 

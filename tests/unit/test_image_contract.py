@@ -85,7 +85,7 @@ def test_bad_bytes_are_refused(data, message):
 
 @pytest.mark.parametrize("fmt", ["DDS", "PPM", "ICO"])
 def test_formats_outside_the_documented_list_never_reach_a_decoder(fmt):
-    """Pillow decodes these, but only the README's formats are opened (a DDS once escaped as a 500)."""
+    """Pillow decodes these, but only the documented formats are opened (a DDS once escaped as a 500)."""
     from serving.imaging.contract import UnsupportedImage
 
     with pytest.raises(UnsupportedImage, match="not an image in a supported format"):

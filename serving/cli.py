@@ -23,8 +23,8 @@ import click
 from serving.backends.selection import prepare_for_install
 from serving.bundle import load_bundle
 from serving.errors import UserError
-from serving.http.params import FORMAT_ALIASES, FORMATS, OUTPUTS
-from serving.http.settings import BACKEND_CHOICES, Settings
+from serving.params import FORMAT_ALIASES, FORMATS, OUTPUTS
+from serving.settings import BACKEND_CHOICES, Settings
 from serving.store.bundles import DEFAULT_PULL_TIMEOUT  # imports no client library
 
 
@@ -206,7 +206,7 @@ def batch(
     from serving import logs
     from serving.batch.listing import parse_shard, shard_from_env
     from serving.batch.run import BatchOptions, run_batch
-    from serving.http.params import parse_params
+    from serving.params import parse_params
 
     raw = {
         "output": output,

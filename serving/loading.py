@@ -19,9 +19,9 @@ from serving.backends import Backend, BackendUnavailable, import_runtime, open_b
 from serving.backends.selection import candidates, missing_files
 from serving.bundle import Bundle, BundleError, load_bundle
 from serving.errors import UserError
-from serving.http.settings import Settings
 from serving.logs import log
 from serving.manifest import Artifact
+from serving.settings import Settings
 
 
 class ServeError(UserError):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import BuildError
-from pipeline.parity.images import ParityImage
+from pipeline.parity.images import Case, ParityImage
 from serving.backends import BackendUnavailable, open_backend, runtime_problem
 from serving.bundle import Bundle, load_bundle
 from serving.imaging.contract import ImageError, decode_image, mask_to_uint8, preprocess, upsample_mask
@@ -137,18 +137,6 @@ def failures(metrics: dict[str, float], limits: Limits) -> list[str]:
         ("nonfinite", metrics["nonfinite"] > limits.max_nonfinite, limits.max_nonfinite, "<="),
     ]
     return [f"{name} {metrics[name]:.3g} (limit {op} {limit:.3g})" for name, bad, limit, op in checks if bad]
-
-
-@dataclass
-class Case:
-    """One parity image with its references."""
-
-    image: ParityImage
-    size: tuple[int, int]  # (height, width) after decoding
-    tensor: np.ndarray
-    model_reference: np.ndarray  # (H_in, W_in) float mask of the eager model
-    end_to_end_reference: np.ndarray  # (H, W) uint8 map from Remover
-    decoded: Any  # PIL image
 
 
 def checkpoint_state(bundle: Bundle):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,18 @@ class ParityImage:
     name: str
     data: bytes
     note: str
+
+
+@dataclass
+class Case:
+    """One parity image with its references: what check.py compares and references.py stores."""
+
+    image: ParityImage
+    size: tuple[int, int]  # (height, width) after decoding
+    tensor: np.ndarray
+    model_reference: np.ndarray  # (H_in, W_in) float mask of the eager model
+    end_to_end_reference: np.ndarray  # (H, W) uint8 map from Remover
+    decoded: Any  # PIL image
 
 
 def _encode(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.bundle_writer import file_entry
 from pipeline.errors import BuildError
-from pipeline.parity.images import ParityImage
+from pipeline.parity.images import Case, ParityImage
 from serving.atomic_files import write_bytes_atomic
 from serving.bundle import Bundle, sha256_file
 from serving.imaging.contract import ImageError, decode_image, preprocess
@@ -77,11 +77,10 @@ def verify(bundle: Bundle) -> int:
 
 
 def load(bundle: Bundle):
-    """The stored cases of ``bundle`` (pipeline.parity.check.Case), or None when it has none.
+    """The stored cases of ``bundle`` (pipeline.parity.images.Case), or None when it has none.
 
     Raises BuildError when they exist but cannot be trusted.
     """
-    from pipeline.parity.check import Case
 
     record = bundle.manifest.parity_references
     if record is None:

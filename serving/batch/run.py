@@ -45,12 +45,12 @@ from serving.batch.listing import (
 )
 from serving.batch.locations import LocationError, SourceUnreadable, open_location, overlap, safe_relative
 from serving.bundle import load_bundle
-from serving.http.params import CutoutParams
-from serving.http.settings import Settings
 from serving.imaging.contract import ImageError, UnsupportedImage, decode_image, preprocess
 from serving.imaging.cutout import cutout_pixels, encode
 from serving.loading import load_warm_backend, one_line, preflight
 from serving.logs import log
+from serving.params import CutoutParams
+from serving.settings import Settings
 
 SUMMARY_NAME = "summary-task-{index}-of-{count}.json"
 PROGRESS_SECONDS = 10.0

@@ -27,14 +27,14 @@ from serving.backends import Backend, BackendUnavailable
 from serving.bundle import BundleError
 from serving.http import handoff, lifetime, removebg, run_state
 from serving.http.metrics import metrics
-from serving.http.params import CutoutParams
-from serving.http.removebg_params import RemoveBgParams
-from serving.http.settings import Settings
 from serving.imaging.contract import ImageError, decode_image, preprocess
 from serving.imaging.cutout import cutout_pixels, encode
 from serving.imaging.removebg import NoForeground, fit_megapixels, removebg_result
 from serving.loading import load_warm_backend, one_line
 from serving.logs import log
+from serving.params import CutoutParams
+from serving.removebg_params import RemoveBgParams
+from serving.settings import Settings
 
 API_PATH = "/v1/remove-background"
 

@@ -43,10 +43,10 @@ from serving.http import handoff, run_state
 from serving.http.admission import Admission
 from serving.http.bodies import COPY_CHUNK, BodyReader, RequestRejected, decode_base64, parse_json_object, read_form
 from serving.http.metrics import metrics, render
-from serving.http.params import ParamError, parse_params
 from serving.http.removebg import REMOVEBG_PATH, receive_removebg, render_rejection
-from serving.http.settings import Settings
 from serving.logs import log
+from serving.params import ParamError, parse_params
+from serving.settings import Settings
 
 KNOWN_ROUTES = ("/health", "/warmup", "/metrics", "/info")
 OPEN_ROUTES = ("/health", "/warmup")  # Cloud Run's probes and a page's wake-up call send no key

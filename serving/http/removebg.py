@@ -21,10 +21,10 @@ from starlette.types import Scope
 
 from serving.http import handoff
 from serving.http.bodies import COPY_CHUNK, BodyReader, RequestRejected, decode_base64, parse_json_object, read_form
-from serving.http.params import ParamError
-from serving.http.removebg_params import given, parse_removebg_params
-from serving.http.settings import Settings
 from serving.http.url_fetch import UrlPolicy, UrlRefused, fetch
+from serving.params import ParamError
+from serving.removebg_params import given, parse_removebg_params
+from serving.settings import Settings
 
 REMOVEBG_PATH = "/v1.0/removebg"
 FILE_FIELDS = ("image_file", "bg_image_file")

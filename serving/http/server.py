@@ -33,10 +33,10 @@ from serving import logs
 from serving.backends.selection import SelectionError
 from serving.bundle import BundleError
 from serving.http import handoff, lifetime, run_state
-from serving.http.settings import Settings
 from serving.loading import ServeError, preflight
 from serving.logs import log
 from serving.manifest import MANIFEST_NAME
+from serving.settings import Settings
 from serving.store.gcs import StorageError
 
 HTTP_DRAIN_SECONDS = 30

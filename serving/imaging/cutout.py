@@ -11,10 +11,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from serving.http.params import CutoutParams
 from serving.imaging.contract import in_row_blocks, mask_to_uint8, upsample_mask
 from serving.imaging.png import encode_png
 from serving.imaging.refine import refine_colours
+from serving.params import CutoutParams
 
 WEBP_METHOD = 0  # fastest encoder effort
 WEBP_LOSSLESS_EFFORT = 0  # lossless: quality is the compression effort; 0 is the fastest

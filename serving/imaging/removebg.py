@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from serving.http.params import CutoutParams
-from serving.http.removebg_params import MAX_MARGIN_PX, MAX_MARGIN_SHARE, Length, RemoveBgParams
 from serving.imaging.contract import ImageError
 from serving.imaging.cutout import cutout_pixels, encode, resize_image
+from serving.params import CutoutParams
+from serving.removebg_params import MAX_MARGIN_PX, MAX_MARGIN_SHARE, Length, RemoveBgParams
 
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "zip": "application/zip"}
 WHITE = (255, 255, 255, 255)

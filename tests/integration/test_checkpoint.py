@@ -47,8 +47,8 @@ def test_synthetic_masks_are_not_saturated(eager_model, photo_batch):
 
 
 def test_different_seeds_differ(synthetic_checkpoint):
+    from pipeline.checkpoint.synthetic import CALIBRATION_SIZE
     from pipeline.export.model import build_network
-    from pipeline.synthetic import CALIBRATION_SIZE
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)

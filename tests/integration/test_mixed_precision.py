@@ -113,7 +113,8 @@ def test_fp16_check_reports_a_planted_overflow(state, eager_model, photo_batch):
     """The validation's fp16 row, emulated, catches an activation past fp16's range that fp32 does not see."""
     from pipeline.export.model import export_model
     from pipeline.parity import images as parity_images
-    from pipeline.parity.check import DEFAULT_LIMITS, Case, run_fp16_islands
+    from pipeline.parity.check import DEFAULT_LIMITS, run_fp16_islands
+    from pipeline.parity.images import Case
     from serving.imaging.contract import mask_to_uint8
 
     planted = planted_overflow(state)

@@ -107,8 +107,8 @@ def validate_fails_on_torchscript(bundle: Path, images: Path, metric_words: tupl
 
 
 def test_artifact_from_another_checkpoint_fails(fast_bundle, tmp_path, one_image):
+    from pipeline.checkpoint.synthetic import synthetic_state_dict
     from pipeline.export.model import export_model
-    from pipeline.synthetic import synthetic_state_dict
 
     other = export_model(synthetic_state_dict(seed=1), FAST_SIZE)
     copy = bundle_with_torchscript(fast_bundle, tmp_path, other)

@@ -322,7 +322,7 @@ def test_a_worker_killed_during_start_up_is_reported_not_waited_for(fast_bundle)
 def test_an_unexpected_setup_error_is_reported_with_its_type(fast_bundle, monkeypatch):
     from serving.http import run_state
     from serving.http.api import CutoutAPI
-    from serving.http.settings import Settings
+    from serving.settings import Settings
 
     def broken_load(self, phases):
         raise MemoryError("cudaMalloc failed: out of memory")  # a kind LitServe would only call "failed to start"

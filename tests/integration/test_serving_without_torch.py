@@ -112,8 +112,8 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
     """What the image build runs: the bundle checked by the serving install, unservable files dropped."""
     from serving.backends.selection import missing_files
     from serving.bundle import load_bundle
-    from serving.http.settings import Settings
     from serving.loading import preflight
+    from serving.settings import Settings
 
     copy = linked_copy(fast_bundle, tmp_path / "bundle")
     result = serve_command("verify", str(copy), "--prune")
@@ -138,8 +138,8 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
 
 def test_prune_fallbacks_keeps_only_what_auto_serves_first(fast_bundle, tmp_path):
     """The CPU image: the int8 graph alone once it passed its parity row, else the fp32 graph alone."""
-    from serving.http.settings import Settings
     from serving.loading import preflight
+    from serving.settings import Settings
 
     copy = linked_copy(fast_bundle, tmp_path / "bundle")
     manifest = json.loads((copy / "manifest.json").read_text())

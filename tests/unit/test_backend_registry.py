@@ -19,8 +19,8 @@ from serving.backends import (
 )
 from serving.backends.selection import SelectionError, candidates
 from serving.bundle import load_bundle
-from serving.http.settings import BACKEND_CHOICES, Settings, SettingsError
 from serving.manifest import ParityResult
+from serving.settings import BACKEND_CHOICES, Settings, SettingsError
 from tests.toy_bundle import build_toy_bundle
 
 

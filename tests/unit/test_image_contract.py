@@ -175,9 +175,9 @@ def test_sixteen_bit_image_costs_its_8_bit_result_not_float64_copies():
 
 
 def test_refine_over_its_pixel_budget_works_at_a_reduced_size():
-    from serving.http.params import CutoutParams
     from serving.imaging.cutout import compose
     from serving.imaging.refine import estimate_foreground
+    from serving.params import CutoutParams
 
     width, height = 2400, 1600
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.http.params import CutoutParams
-from serving.http.removebg_params import parse_removebg_params
 from serving.imaging.contract import ImageError
 from serving.imaging.cutout import cutout_pixels, encode
 from serving.imaging.removebg import NoForeground, fit_megapixels, removebg_result
+from serving.params import CutoutParams
+from serving.removebg_params import parse_removebg_params
 
 WIDTH, HEIGHT = 200, 100
 TOP, LEFT, SUB_W, SUB_H = 20, 50, 80, 40  # the subject: the mask is 1 there, 0 elsewhere

@@ -1,11 +1,11 @@
-"""remove.bg's parameters as its clients send them (serving/http/removebg_params.py)."""
+"""remove.bg's parameters as its clients send them (serving/removebg_params.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from serving.http.params import ParamError
-from serving.http.removebg_params import RemoveBgParams, parse_color, parse_removebg_params
+from serving.params import ParamError
+from serving.removebg_params import RemoveBgParams, parse_color, parse_removebg_params
 
 
 def test_defaults_are_remove_bgs():

@@ -14,7 +14,7 @@ import pytest
 
 from serving.http import run_state
 from serving.http.server import _build_server
-from serving.http.settings import Settings
+from serving.settings import Settings
 
 KEY = "s3cret-clé"  # non-ASCII: clients send it as UTF-8 bytes
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.http.settings import Settings, SettingsError, describe
+from serving.settings import Settings, SettingsError, describe
 from tests.harness import REPO
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import ImageColor
 
-from serving.http.params import ParamError, as_bool, as_text
+from serving.params import ParamError, as_bool, as_text
 
 # Megapixels of the result per ``size`` (remove.bg's limits; the old names map to the new ones).
 SIZE_MEGAPIXELS = {

@@ -8,7 +8,7 @@ SOURCE is one of:
 - a local file path;
 - ``gs://bucket/object``, downloaded once per object generation into the cache;
 - ``synthetic[:SEED]``: seeded random weights with re-estimated BatchNorm
-  statistics (see ``pipeline.synthetic``), never for production.
+  statistics (see ``pipeline.checkpoint.synthetic``), never for production.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _download(url: str, path: Path, expected_md5: str | None, mode: str) -> None
 
 
 def _synthetic(source: str) -> Checkpoint:
-    from pipeline.synthetic import DEFAULT_SEED, synthetic_checkpoint
+    from pipeline.checkpoint.synthetic import DEFAULT_SEED, synthetic_checkpoint
 
     _, _, seed_text = source.partition(":")
     try:

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import multiprocessing.connection
-import os
 import signal
 import threading
 import time
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from serving import logs
 from serving.backends.selection import SelectionError
 from serving.bundle import BundleError
-from serving.http import handoff, lifetime, run_state
+from serving.http import handoff, lifetime, litserve_adapter, run_state
 from serving.loading import ServeError, preflight
 from serving.logs import log
 from serving.manifest import MANIFEST_NAME
@@ -48,22 +46,14 @@ class StartupInterrupted(Exception):
     """SIGTERM arrived before the server was serving."""
 
 
-def _http_processes() -> list[BaseProcess]:
-    return [p for p in mp.active_children() if p.name.startswith("LitServer-")]
-
-
 def _stop_serving(server) -> None:
     """Stop the HTTP processes (uvicorn finishes in-flight requests), then LitServe's workers and manager."""
-    http = _http_processes()
+    http = litserve_adapter.http_processes()
     for process in http:
         process.terminate()
     for process in http:
         process.join(timeout=HTTP_DRAIN_SECONDS)
-    try:
-        if server._shutdown_event is not None:  # None until LitServe has started its manager
-            server._shutdown_event.set()
-    except (OSError, EOFError):  # the manager has already stopped: so has LitServe
-        pass
+    litserve_adapter.request_shutdown(server)
 
 
 def _install_sigterm(server) -> None:
@@ -73,7 +63,7 @@ def _install_sigterm(server) -> None:
         if stopping.is_set():
             return
         stopping.set()
-        if not _http_processes():
+        if not litserve_adapter.http_processes():
             raise StartupInterrupted  # out of LitServe's wait for warm workers, in the main thread
         log("SIGTERM received: draining in-flight requests, then stopping")
         threading.Thread(target=_stop_serving, args=(server,), name="sigterm-drain", daemon=True).start()
@@ -109,38 +99,30 @@ class WorkerSupervisor(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self._shutting_down():
-                workers = list(getattr(self.server, "inference_workers", None) or [])
+            while not litserve_adapter.shutting_down(self.server):
+                workers = litserve_adapter.inference_workers(self.server)
                 watched = [p for p in workers if p.pid is not None and p.pid not in self._seen]
                 if not watched:
                     time.sleep(WATCH_SECONDS)
                     continue
                 ready = multiprocessing.connection.wait([p.sentinel for p in watched], timeout=WATCH_SECONDS)
                 for process in watched:
-                    if process.sentinel in ready and not self._shutting_down():
+                    if process.sentinel in ready and not litserve_adapter.shutting_down(self.server):
                         self._seen.add(process.pid)
                         self._on_death(workers.index(process), process)
         except Exception:  # noqa: BLE001 - LitServe's manager is gone (its proxies fail in several ways): stopping
             return
 
-    def _shutting_down(self) -> bool:
-        event = self.server._shutdown_event
-        return event is not None and event.is_set()
-
     def _on_death(self, index: int, process: mp.Process) -> None:
-        from litserve.utils import WorkerSetupStatus
-
         process.join(timeout=1)
         cause = _exit_cause(process.exitcode)
         was_serving = any(state.get("pid") == process.pid for state in run_state.worker_states())
         if process.pid is not None:  # a process that was watched has started, so it has a pid
             handoff.mark_dead(process.pid)
         run_state.forget_worker(str(index))
-        key = next((k for k in self.server.workers_setup_status.keys() if k.endswith(f"_{index}")), None)
         if was_serving:
             self._failed_restarts = 0
-            if key is not None:
-                self.server.workers_setup_status[key] = WorkerSetupStatus.STARTING  # until LitServe's restart is warm
+            litserve_adapter.mark_worker_starting(self.server, index)
             log(
                 "inference worker died: replacing it", severity="ERROR", worker=str(index), pid=process.pid, cause=cause
             )
@@ -158,10 +140,9 @@ class WorkerSupervisor(threading.Thread):
             reason=reason,
             failures=self._failed_restarts,
         )
-        if not _http_processes():  # the first start: LitServe stops waiting on an ERROR and reports it
+        if not litserve_adapter.http_processes():  # the first start: LitServe stops waiting on an ERROR, reports it
             run_state.write_worker_error(str(index), reason)
-            if key is not None:
-                self.server.workers_setup_status[key] = WorkerSetupStatus.ERROR
+            litserve_adapter.mark_worker_failed(self.server, index)
         elif self._failed_restarts >= MAX_FAILED_RESTARTS:
             self.failure = f"the inference worker failed to start {self._failed_restarts} times in a row: {reason}"
             log("stopping: " + self.failure, severity="ERROR")
@@ -175,18 +156,8 @@ def _count_death() -> None:
 
 
 def _build_server(settings: Settings, usable: list[str], verified: set[str]):
-    # LitServe guards every route, /health included, when LIT_SERVER_API_KEY is
-    # set at its import. Cloud Run's startup probe sends no key, so the key is
-    # enforced by our gateway on the inference route only.
-    os.environ.pop("LIT_SERVER_API_KEY", None)
-    import litserve as ls
-    import litserve.server
-
-    # LitServe configures its logger when it starts (its own plain format on stdout); ours instead, and
-    # uvicorn's processes get the same formatter through log_config: every line on stdout is one JSON object.
-    litserve.server.configure_logging = logs.configure_litserve
+    ls = litserve_adapter.import_litserve()  # uvicorn's processes get our log format through log_config
     from fastapi.middleware.cors import CORSMiddleware
-    from starlette.middleware.gzip import GZipMiddleware
 
     from serving.http.admission import Admission
     from serving.http.api import API_PATH, CutoutAPI
@@ -201,11 +172,9 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
         restart_workers=True,
         disable_openapi_url=not settings.docs,  # also turns off /docs and /redoc
     )
-    server.monitor_internal = WATCH_SECONDS  # how often LitServe looks for a dead worker to restart
+    litserve_adapter.set_restart_interval(server, WATCH_SECONDS)
     _replace_health_route(server, keep_info=settings.docs)
-    # LitServe gzips every response over 1 kB; PNG/WebP/JPEG do not compress and
-    # a 12 MP cutout would cost seconds of CPU.
-    server.app.user_middleware = [m for m in server.app.user_middleware if m.cls is not GZipMiddleware]
+    litserve_adapter.drop_gzip(server)
     server.app.add_middleware(
         CutoutGateway, api_path=API_PATH, settings=settings, admission=Admission(settings.in_flight_limit)
     )
@@ -242,20 +211,17 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
 
 def _replace_health_route(server, keep_info: bool) -> None:
     """/health: 200 while at least one worker is warm (LitServe's wants all of them); "/" and /info off."""
-    from litserve.utils import WorkerSetupStatus
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
 
     async def health(request: Request) -> PlainTextResponse:
-        statuses = getattr(server, "workers_setup_status", None) or {}
-        if any(status == WorkerSetupStatus.READY for status in statuses.values()):
+        if litserve_adapter.any_worker_ready(server):
             states = run_state.worker_states()  # what serves, and on which device: "ok tensorrt cuda"
             served = [states[0].get("artifact", states[0]["backend"]), states[0]["device"]] if states else []
             return PlainTextResponse(" ".join(["ok", *served]))
         return PlainTextResponse("not ready", status_code=503)
 
-    dropped = {"/health", "/"} | (set() if keep_info else {"/info"})
-    server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) not in dropped]
+    litserve_adapter.drop_routes(server, {"/health", "/"} | (set() if keep_info else {"/info"}))
     server.app.add_route("/health", health, methods=["GET"], include_in_schema=False)
 
 

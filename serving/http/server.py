@@ -24,6 +24,7 @@ import multiprocessing.connection
 import signal
 import threading
 import time
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ class WorkerSupervisor(threading.Thread):
         super().__init__(name="worker-supervisor", daemon=True)
         self.server = server
         self.failure: str | None = None
-        self._seen: set[int] = set()
+        self._seen: set[int | None] = set()
         self._failed_restarts = 0
 
     def run(self) -> None:
@@ -113,7 +114,7 @@ class WorkerSupervisor(threading.Thread):
         except Exception:  # noqa: BLE001 - LitServe's manager is gone (its proxies fail in several ways): stopping
             return
 
-    def _on_death(self, index: int, process: mp.Process) -> None:
+    def _on_death(self, index: int, process: BaseProcess) -> None:
         process.join(timeout=1)
         cause = _exit_cause(process.exitcode)
         was_serving = any(state.get("pid") == process.pid for state in run_state.worker_states())

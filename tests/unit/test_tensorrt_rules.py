@@ -117,7 +117,7 @@ def realistic_engine(fp16_convs: int, fp32_convs: int, key="Format/Datatype", ha
 
 
 def test_correct_engine_passes_with_fused_casts():
-    from pipeline.export.tensorrt_engine import fp16_problem, precision_summary
+    from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 
     summary = precision_summary(realistic_engine(195, 15))
     assert summary["convolutions"] == {"fp16": 195, "fp32": 15}
@@ -125,7 +125,7 @@ def test_correct_engine_passes_with_fused_casts():
 
 
 def test_correct_engine_passes_in_tensorrt_11_inspector_format():
-    from pipeline.export.tensorrt_engine import fp16_problem, precision_summary
+    from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 
     summary = precision_summary(realistic_engine(195, 15, key="DataType", half="Half", single="Float"))
     assert summary["convolutions"] == {"fp16": 195, "fp32": 15} and fp16_problem(summary) is None
@@ -133,7 +133,7 @@ def test_correct_engine_passes_in_tensorrt_11_inspector_format():
 
 def test_output_precision_alone_would_have_failed_the_correct_engine():
     """The old gate (counting convolution outputs) read this correct engine as 53% fp16."""
-    from pipeline.export.tensorrt_engine import tensor_precision
+    from pipeline.export.tensorrt_inspection import tensor_precision
 
     layers = realistic_engine(195, 15)["Layers"]
     convs = [entry for entry in layers if entry["LayerType"] == "CaskConvolution"]
@@ -142,7 +142,7 @@ def test_output_precision_alone_would_have_failed_the_correct_engine():
 
 
 def test_all_fp32_engine_fails():
-    from pipeline.export.tensorrt_engine import fp16_problem, precision_summary
+    from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 
     problem = fp16_problem(precision_summary(realistic_engine(0, 210)))
     assert problem and "fell back to fp32" in problem and "0%" in problem
@@ -151,7 +151,7 @@ def test_all_fp32_engine_fails():
 
 
 def test_convolution_without_input_types_is_judged_by_its_weights():
-    from pipeline.export.tensorrt_engine import layer_precision
+    from pipeline.export.tensorrt_inspection import layer_precision
 
     assert (
         layer_precision({"LayerType": "CaskConvolution", "Inputs": [{}], "Weights": {"Type": "Half"}}, True) == "fp16"
@@ -160,14 +160,14 @@ def test_convolution_without_input_types_is_judged_by_its_weights():
 
 
 def test_engine_without_detailed_layer_information_fails():
-    from pipeline.export.tensorrt_engine import fp16_problem, precision_summary
+    from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 
     problem = fp16_problem(precision_summary(inspector(["layer a", "layer b"])))
     assert problem and "no layer precisions" in problem
 
 
 def test_engine_of_myelin_regions_is_judged_on_their_inputs():
-    from pipeline.export.tensorrt_engine import fp16_problem, precision_summary
+    from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 
     regions = [layer("Myelin", ["Half", "Float"], ["Float"], key="DataType")] * 3
     assert fp16_problem(precision_summary(inspector(regions + [layer("kgen", ["Float"])]))) is None
@@ -175,7 +175,7 @@ def test_engine_of_myelin_regions_is_judged_on_their_inputs():
 
 
 def test_datatype_names_bf16_before_float():
-    from pipeline.export.tensorrt_engine import datatype, tensor_dtype
+    from pipeline.export.tensorrt_inspection import datatype, tensor_dtype
 
     assert datatype("BFloat16") == "bf16" and datatype("Half") == "fp16" and datatype("Float") == "fp32"
     assert datatype("Row major linear BF16 format (kLINEAR)") == "bf16"
@@ -197,7 +197,7 @@ def test_builder_settings_ask_for_the_l4_route():
 
 
 def test_engine_io_contract():
-    from pipeline.export.tensorrt_engine import io_problem
+    from pipeline.export.tensorrt_inspection import io_problem
 
     good = {
         "input": {"name": "image", "dtype": "float32", "min_shape": [1, 3, 384, 384], "max_shape": [4, 3, 384, 384]},

@@ -363,7 +363,7 @@ class InspectableEngine:
 def test_the_built_engine_is_checked_with_the_lean_runtime_that_serves_it(monkeypatch, tmp_path):
     """The full runtime here refuses the plan (lean runtime excluded); the build still accepts it,
     because it opens the plan with the lean runtime, and reads the layers through load_runtime."""
-    from pipeline.export.tensorrt_engine import describe_engine
+    from pipeline.export.tensorrt_inspection import describe_engine
 
     engine, loaded = InspectableEngine(), []
 

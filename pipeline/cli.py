@@ -429,7 +429,8 @@ def bench(
     from rich.console import Console
 
     from pipeline import checkpoint
-    from pipeline.bench.serve_bench import markdown, run_bench
+    from pipeline.bench.report import markdown
+    from pipeline.bench.serve_bench import run_bench
     from serving.bundle import load_bundle
 
     manifest = load_bundle(artifacts, verify=False).manifest

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.bench.serve_bench import descendants  # noqa: F401  (the process walk the benchmarks use)
+from pipeline.bench.harness import descendants  # noqa: F401  (the process walk the benchmarks use)
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_SIZE = (384, 384)

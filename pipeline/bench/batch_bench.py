@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.bench.serve_bench import SIZES, Running, machine, ours, post
+from pipeline.bench.harness import SIZES, Running, describe_machine, our_server, post_photo
 
 BATCH_BENCH_FILE = "batch.json"
 
@@ -84,14 +84,14 @@ def time_batch(bundle: Path, backend: str, src: Path, dst: Path, lanes: int) -> 
 
 
 def time_serve(bundle: Path, backend: str, images: dict[str, bytes]) -> tuple[dict[str, Any], dict[str, bytes]]:
-    server = Running(ours(bundle, backend))
+    server = Running(our_server(bundle, backend))
     try:
         server.wait_healthy()
         outputs = {}
         with httpx.Client(timeout=600) as client:
             start = time.perf_counter()
             for name, data in images.items():
-                outputs[name] = post(client, server.url, data)[2]
+                outputs[name] = post_photo(client, server.url, data)[2]
             seconds = time.perf_counter() - start
     finally:
         server.stop()
@@ -165,7 +165,7 @@ def run_batch_bench(
                 )
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    report = {"machine": machine(), "backend": backend, "rows": rows}
+    report = {"machine": describe_machine(), "backend": backend, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / BATCH_BENCH_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from pipeline.bench.serve_bench import Running, machine, make_photo, ours, percentiles, post
+from pipeline.bench.harness import Running, describe_machine, make_photo, our_server, post_photo
+from pipeline.bench.measure import percentiles
 from pipeline.costs import Prices, instance_usd_per_second
 from serving.atomic_files import write_json_atomic
 from serving.bundle import load_bundle
@@ -24,7 +25,7 @@ SIZES = {"12mp": (4000, 3000), "1mp": (1155, 866)}
 
 
 def measure(bundle: Path, threads: int, runs: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    spec = ours(bundle, "onnxruntime")
+    spec = our_server(bundle, "onnxruntime")
     spec.env.update({"INSPYRENET_THREADS": str(threads), "INSPYRENET_WORKERS": "1", "INSPYRENET_MAX_BATCH_SIZE": "1"})
     mode = load_bundle(bundle, verify=False).mode
     server = Running(spec)
@@ -34,11 +35,11 @@ def measure(bundle: Path, threads: int, runs: int, progress: Callable[[str], Non
         with httpx.Client(timeout=900) as client:
             for size, pixels in SIZES.items():
                 photo = make_photo(pixels)
-                post(client, server.url, photo)  # the first request of a size warms its buffers
+                post_photo(client, server.url, photo)  # the first request of a size warms its buffers
                 totals = []
                 for run in range(runs):
                     progress(f"{mode}: {size} {run + 1}/{runs}")
-                    totals.append(post(client, server.url, photo)[0])
+                    totals.append(post_photo(client, server.url, photo)[0])
                 latency[size] = percentiles(totals)
         return {
             "mode": mode,
@@ -69,7 +70,7 @@ def run_cpu_service_bench(
         result["usd_per_image"] = {size: per_second * lat["p50"] for size, lat in result["latency_s"].items()}
         results.append(result)
     report = {
-        "machine": machine(),
+        "machine": describe_machine(),
         "runs": runs,
         "instance": {"vcpus": vcpus, "memory_gib": memory_gib, "usd_per_second": per_second},
         "prices": prices.source,

@@ -27,7 +27,16 @@ from typing import Any
 import httpx
 import numpy as np
 
-from pipeline.bench.serve_bench import API, Running, ServerSpec, descendants, machine, make_photo, memory_kb, ours
+from pipeline.bench.harness import (
+    API,
+    Running,
+    ServerSpec,
+    descendants,
+    describe_machine,
+    make_photo,
+    memory_kb,
+    our_server,
+)
 
 
 def _shoot(url: str, bodies: list[bytes], content_type: str) -> list[dict[str, Any]]:
@@ -73,7 +82,7 @@ def _forked_pids(server: Running) -> list[int]:
 
 
 def burst(bundle: Path, backend: str, concurrency: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    server = Running(ours(bundle, backend))
+    server = Running(our_server(bundle, backend))
     try:
         server.wait_healthy()
         photo = make_photo((1152, 864))
@@ -99,7 +108,7 @@ def burst(bundle: Path, backend: str, concurrency: int, progress: Callable[[str]
 def large_bodies(
     bundle: Path, backend: str, count: int, megabytes: int, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    spec = ours(bundle, backend)
+    spec = our_server(bundle, backend)
     spec = ServerSpec(
         spec.name,
         spec.argv,
@@ -129,7 +138,7 @@ def run_load_test(
     bundle: Path, backend: str, concurrency: int, bodies: int, body_mb: int, out: Path, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     report = {
-        "machine": machine(),
+        "machine": describe_machine(),
         "burst": burst(bundle, backend, concurrency, progress),
         "large_bodies": large_bodies(bundle, backend, bodies, body_mb, progress),
     }

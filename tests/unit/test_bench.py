@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.bench.serve_bench import encoders, startup_phases
+from pipeline.bench.harness import startup_phases
+from pipeline.bench.measure import measure_encoders
 
 LOG = """{"time": "t", "severity": "INFO", "message": "starting", "port": 8080}
 {"time": "t", "severity": "INFO", "message": "startup phase", "phase": "manifest", "seconds": 0.001, "process": "main"}
@@ -38,7 +39,7 @@ def test_encoder_table_has_every_format_with_its_bytes():
     rgba = np.dstack([np.full((48, 64, 3), 120, np.uint8), np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))])
     buffer = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
-    table = encoders({"tiny": buffer.getvalue()}, runs=1)["tiny"]
+    table = measure_encoders({"tiny": buffer.getvalue()}, runs=1)["tiny"]
     assert set(table) == {"png", "png, Pillow zlib level 1", "webp lossless", "webp quality 90"}
     assert all(row["bytes"] > 0 and row["seconds"] >= 0 for row in table.values())
 

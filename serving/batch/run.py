@@ -3,10 +3,13 @@
 The flow, per task of a Cloud Run Job (or one local run)::
 
     list SRC -> images, sorted -> this task's shard
-      -> read + decode + preprocess   (``workers`` threads, a bounded window ahead)
-      -> inference, in batches        (this thread; the model loads meanwhile)
-      -> post-process + encode + write with its record   (``workers`` threads, bounded)
+      -> read + decode + preprocess   (ReadStage: ``workers`` threads, a bounded window ahead)
+      -> inference, in batches        (InferStage: this thread or CPU lanes; the model loads meanwhile)
+      -> post-process + encode + write with its record   (WriteStage: ``workers`` threads, bounded)
     -> summary JSON under DST/.inspyrenet-batch/ and on stdout
+
+The stages are ``serving.batch.stages``; this module plans the run, prepares and finishes one image, and
+sums up.
 
 Decoding, post-processing and encoding are ``serving.imaging.contract`` and
 ``serving.imaging.cutout``, the functions the API runs, so an output is byte-for-byte
@@ -25,7 +28,6 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
@@ -44,6 +46,7 @@ from serving.batch.listing import (
     take_shard,
 )
 from serving.batch.locations import LocationError, SourceUnreadable, open_location, overlap, safe_relative
+from serving.batch.stages import InferStage, ReadStage, WriteStage
 from serving.bundle import load_bundle
 from serving.imaging.contract import ImageError, UnsupportedImage, decode_image, preprocess
 from serving.imaging.cutout import cutout_pixels, encode
@@ -337,75 +340,28 @@ class BatchRun:
         progress: Progress,
         state: dict[str, Any],
     ) -> None:
-        pending = iter(mine)
-        window: deque[Future] = deque()
+        """Read ahead, infer in batches (the model loads while the first images are read), write behind."""
         errors: list[BaseException] = []  # from the lanes and writers; the first one stops the task
-        write_slots = threading.BoundedSemaphore(2 * self.workers)
-        ahead = 2 * self.workers  # grows with the batch size and lanes once the model is loaded
-
-        def refill() -> None:
-            while len(window) < ahead:
-                source = next(pending, None)
-                if source is None:
-                    return
-                window.append(readers.submit(self.prepare, source, clashes))
 
         def record(outcome: Outcome) -> None:
             tally.add(outcome)
             progress.update(outcome)
 
-        def written(future: Future) -> None:
-            write_slots.release()
-            error = future.exception()
-            if error is not None:
-                errors.append(error)
-            else:
-                record(future.result())
-
-        def infer_and_write(backend: Backend, batch: list[Prepared]) -> None:
-            masks = backend.infer(np.concatenate([item.tensor for item in batch]))
-            label = f"{backend.name} {backend.artifact.precision}"
-            for item, mask in zip(batch, masks):
-                item.tensor = None
-                write_slots.acquire()
-                writers.submit(self.finish, item, mask[0], label).add_done_callback(written)
-
-        refill()
+        reader = ReadStage(iter(mine), lambda source: readers.submit(self.prepare, source, clashes), 2 * self.workers)
+        writer = WriteStage(writers, self.finish, 2 * self.workers, record, errors)
         backend: Backend | None = None
-        batch_size, lanes = 1, 1
-        with ThreadPoolExecutor(self.lanes, thread_name_prefix="lane") as lane_pool:
-            lane_slots = threading.BoundedSemaphore(self.lanes)
-
-            def lane_done(future: Future) -> None:
-                lane_slots.release()
-                error = future.exception()
-                if error is not None:
-                    errors.append(error)
-
-            while window and not errors:
-                batch: list[Prepared] = []
-                while window and len(batch) < batch_size:
-                    if batch and not window[0].done():
-                        break  # run what is ready rather than wait for a full batch
-                    result = window.popleft().result()  # a storage error stops the task here
-                    refill()
-                    if isinstance(result, Outcome):
-                        record(result)
-                    else:
-                        batch.append(result)
+        batch_size = 1
+        with InferStage(self.lanes, writer, errors) as infer:
+            while reader.has_more() and not errors:
+                batch = reader.next_batch(batch_size, record, lambda result: isinstance(result, Outcome))
                 if not batch:
                     continue
                 if backend is None:
-                    backend, batch_size, lanes = self._backend(loading, state)
-                    ahead = lanes * (2 * batch_size) + 2 * self.workers
-                    refill()
-                if lanes == 1:
-                    infer_and_write(backend, batch)
-                else:  # side by side, each inference on its share of the cores
-                    lane_slots.acquire()
-                    lane_pool.submit(infer_and_write, backend, batch).add_done_callback(lane_done)
-        for _ in range(2 * self.workers):  # every write has finished once every slot is back
-            write_slots.acquire()
+                    backend, batch_size, infer.lanes = self._backend(loading, state)
+                    reader.ahead = infer.lanes * (2 * batch_size) + 2 * self.workers
+                    reader.refill()
+                infer.run(backend, batch)
+        writer.drain()
         if errors:
             raise errors[0]
 

@@ -374,9 +374,18 @@ def test_api_key_guards_inference(keyed_server):
         assert http.get("/metrics").status_code == 401
 
 
+def ready_workers(server, seconds: float = 120) -> set[str]:
+    """The workers that logged "ready" (/health is 200 once one is warm: wait for the other)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        ready = {line["worker"] for line in server.log_lines() if line.get("message") == "ready"}
+        if len(ready) >= 2 or time.monotonic() > deadline:
+            return ready
+        time.sleep(0.2)
+
+
 def test_metrics_count_across_two_workers(keyed_server):
-    ready = [line for line in keyed_server.log_lines() if line.get("message") == "ready"]
-    assert {line["worker"] for line in ready} == {"0", "1"}
+    assert ready_workers(keyed_server) == {"0", "1"}
     with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
         before = metric(
             http.get("/metrics", headers=KEY_HEADER).text, "inspyrenet_stage_seconds_count", stage="inference"

@@ -24,7 +24,7 @@ from pipeline.parity.check import DEFAULT_LIMITS
 from pipeline.paths import cache_root
 from pipeline.progress import Stages
 from serving import __version__ as serving_version
-from serving.backends import BackendUnavailable, open_backend
+from serving.backends import BackendUnavailableError, open_backend
 from serving.bundle import Bundle
 from serving.imaging.contract import MEAN, RESIZE_RULE, STD, UPSAMPLE_RULE, preprocess
 from serving.manifest import (
@@ -297,7 +297,7 @@ class Builder:
         bundle = Bundle(root=root, manifest=manifest, artifacts=(artifact,))
         try:
             backend = open_backend(bundle, artifact, device="cuda" if artifact.device == "cuda" else "cpu")
-        except BackendUnavailable as exc:
+        except BackendUnavailableError as exc:
             raise BuildError(f"cannot check the {artifact.backend} artifact: {exc}") from None
         try:
             output = backend.infer(check_input)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ class BundleWriter:
     def path(self, name: str) -> Path:
         return self.staging / name
 
-    def keep_files_of(self, bundle_dir: Path, leave_out: set[str] = frozenset()) -> None:
+    def keep_files_of(self, bundle_dir: Path, leave_out: AbstractSet[str] = frozenset()) -> None:
         """Start from an existing bundle: hard links to its files (copies across file systems), manifest aside."""
         source = Path(bundle_dir).resolve()
         for path in sorted(source.rglob("*")):

@@ -218,9 +218,9 @@ def build(
     bundle_dir, manifest = run_build(options, stages)
     failure = None
     if run_parity:
-        from pipeline.parity.validate import run_validation
+        from pipeline.parity.validate import validate_and_record
 
-        failure = run_validation(bundle_dir, stages, fp16_islands=fp16_islands, fp16_mode=fp16_execution)
+        failure = validate_and_record(bundle_dir, stages, fp16_islands=fp16_islands, fp16_mode=fp16_execution)
     Console().print(build_summary(bundle_dir, manifest, stages))
     if failure:
         click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
@@ -261,10 +261,12 @@ def validate(
 ) -> None:
     """Mask parity of every artifact against the PyTorch model and transparent-background's Remover."""
     warnings.filterwarnings("ignore", message="Failed to import flet")
-    from pipeline.parity.validate import run_validation
+    from pipeline.parity.validate import validate_and_record
     from pipeline.progress import Stages
 
-    failure = run_validation(bundle_dir, Stages(), images_dir, report_dir, thresholds, fp16_islands, fp16_execution)
+    failure = validate_and_record(
+        bundle_dir, Stages(), images_dir, report_dir, thresholds, fp16_islands, fp16_execution
+    )
     if failure:
         click.echo(f"error: {failure}", err=True)
         sys.exit(1)
@@ -306,23 +308,23 @@ def build_engine(
     manifest = add_engine(bundle_dir, options, stages, require=require_tensorrt)
     if manifest is None or not run_parity:
         return
-    from pipeline.parity.validate import run_validation
+    from pipeline.parity.validate import validate_and_record
 
-    failure = run_validation(bundle_dir, stages, fp16_islands=False)
+    failure = validate_and_record(bundle_dir, stages, fp16_islands=False)
     if failure:
         click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
         sys.exit(1)
 
 
-@main.command()
+@main.command("verify")
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
-def verify(bundle_dir: Path) -> None:
+def verify_bundle_files(bundle_dir: Path) -> None:
     """Check a bundle's manifest and every file's sha256 (artifacts and stored parity references)."""
     from pipeline.parity import references as parity_references
     from serving.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir, verify=True)
-    references = parity_references.verify(bundle)
+    references = parity_references.verify_hashes(bundle)
     for artifact in bundle.artifacts:
         role = "" if artifact.servable else f"  ({artifact.role}, not served)"
         click.echo(f"ok  {artifact.name:<16} {artifact.precision:<5} {artifact.file}{role}")

@@ -17,11 +17,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import UserError
 
-L4_INSTANCE = {"vcpus": 4, "memory_gib": 16.0, "gpus": 1}  # deploy/cloudrun/service.yaml
-CPU_INSTANCE = {"vcpus": 4, "memory_gib": 8.0, "gpus": 0}  # deploy/cloudrun/service-cpu.yaml
+L4_INSTANCE: dict[str, Any] = {"vcpus": 4, "memory_gib": 16.0, "gpus": 1}  # deploy/cloudrun/service.yaml
+CPU_INSTANCE: dict[str, Any] = {"vcpus": 4, "memory_gib": 8.0, "gpus": 0}  # deploy/cloudrun/service-cpu.yaml
 
 
 class PricesError(UserError):

@@ -126,12 +126,12 @@ def environment() -> dict[str, Any]:
         info["onnxruntime_providers"] = onnxruntime.get_available_providers()
     except ImportError:
         info["onnxruntime_providers"] = []
-    from serving.backends import BackendUnavailable
+    from serving.backends import BackendUnavailableError
     from serving.backends.tensorrt import gpu_identity, import_cudart
 
     try:
         cudart = import_cudart()
-    except BackendUnavailable as exc:
+    except BackendUnavailableError as exc:
         return {**info, "gpu": None, "no_gpu": str(exc)}
     cc, name = gpu_identity(cudart)
     if cc is None:

@@ -69,7 +69,7 @@ def run_stages(
     return engine_check.run_stages(stages, summary, lambda written: write_summary(written, out))
 
 
-class Check:
+class CheckContext:
     """The state the stages share: model weights, inputs, references."""
 
     def __init__(
@@ -100,7 +100,7 @@ class Check:
         self.inputs = [preprocess(decode_image(c.data), self.size) for c in cases]
         self.tensors = [torch.from_numpy(x).to(device) for x in self.inputs]
         self.references: list[np.ndarray] = []
-        self.eager = None
+        self.eager: Any = None  # the fp32 model, once fp32_eager has run
 
     def header(self) -> dict[str, Any]:
         torch = self.torch
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": why}))
         return 2
     start = time.perf_counter()
-    check = Check(
+    check = CheckContext(
         args.mode, args.checkpoint, args.device, args.images, args.repeats, args.fp16_execution, args.engine_budget
     )
     summary: dict[str, Any] = {"mode": args.mode, **check.header()}

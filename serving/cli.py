@@ -35,7 +35,7 @@ class OneLineError(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
-class Interrupted(click.ClickException):
+class SignalInterruptError(click.ClickException):
     """Ctrl-C: ``interrupted`` on stderr, exit 130 (the shell's code for SIGINT)."""
 
     exit_code = 130
@@ -53,7 +53,7 @@ class OneLineErrors(click.Group):
         except UserError as exc:
             raise OneLineError(str(exc)) from None
         except KeyboardInterrupt:
-            raise Interrupted("interrupted") from None
+            raise SignalInterruptError("interrupted") from None
 
 
 def bundle_options(command):
@@ -103,7 +103,7 @@ def serve(artifacts, backend, port, host, workers, max_batch_size) -> None:
 main.add_command(serve, name="serve")
 
 
-@main.command()
+@main.command("verify")
 @click.argument("bundle_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--prune", is_flag=True, help="Delete the files of artifacts this install can never serve (the image build does)."
@@ -113,7 +113,7 @@ main.add_command(serve, name="serve")
     is_flag=True,
     help="With --prune, keep only the artifact `auto` serves first here (the CPU image: int8 when it passed).",
 )
-def verify(bundle_dir: Path | None, prune: bool, prune_fallbacks: bool) -> None:
+def verify_servable(bundle_dir: Path | None, prune: bool, prune_fallbacks: bool) -> None:
     """Check BUNDLE_DIR [env INSPYRENET_ARTIFACTS] as this install will serve it."""
     if prune_fallbacks and not prune:
         raise UserError("--prune-fallbacks goes with --prune")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.backends import Backend, BackendUnavailable, import_runtime, open_backend, run_problem
+from serving.backends import Backend, BackendUnavailableError, import_runtime, open_backend, run_problem
 from serving.backends.selection import candidates, missing_files
 from serving.bundle import Bundle, BundleError, load_bundle
 from serving.errors import UserError
@@ -130,7 +130,7 @@ def load_warm_backend(
 
     Returns the backend and the bundle's mode. ``verified``: the artifacts the
     caller already hashed. ``phases`` receives the seconds of each start-up
-    phase. Raises BackendUnavailable with every artifact's reason when none is
+    phase. Raises BackendUnavailableError with every artifact's reason when none is
     usable.
     """
     start = time.perf_counter()
@@ -155,9 +155,9 @@ def load_warm_backend(
             phases["load"] = time.perf_counter() - start
             if settings.require_gpu and backend.device != "cuda":
                 backend.close()
-                raise BackendUnavailable(f"it runs on {backend.device}, and INSPYRENET_REQUIRE_GPU is on")
+                raise BackendUnavailableError(f"it runs on {backend.device}, and INSPYRENET_REQUIRE_GPU is on")
         except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error) skips it
-            reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else one_line(exc)
+            reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailableError)) else one_line(exc)
             failures.append(f"{artifact.name}: {reason}")
             log("artifact skipped", severity="WARNING", backend=artifact.name, reason=reason)
             continue
@@ -169,7 +169,7 @@ def load_warm_backend(
         backend.close()
         failures.append(f"{artifact.name}: warm-up failed: {problem}")
         log("artifact skipped", severity="WARNING", backend=artifact.name, reason=f"warm-up failed: {problem}")
-    raise BackendUnavailable(f"no usable artifact in {Path(settings.artifacts)}: " + "; ".join(failures))
+    raise BackendUnavailableError(f"no usable artifact in {Path(settings.artifacts)}: " + "; ".join(failures))
 
 
 def warm_up(backend: Backend, batch_sizes: tuple[int, ...]) -> str | None:

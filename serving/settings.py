@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
+from itertools import chain
 from pathlib import Path
 
 from serving.backends import ARTIFACT_NAMES
@@ -69,32 +71,42 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        """Raise SettingsError naming the first setting out of its range."""
+        problem = next(chain(self._where_problems(), self._limit_problems()), None)
+        if problem is not None:
+            raise SettingsError(problem)
+
+    def _where_problems(self) -> Iterator[str]:
+        """What to serve and where: the bundle URI, the backend, the address, the key."""
         if self.artifacts_uri is not None and not self.artifacts_uri.startswith("gs://"):
-            raise SettingsError(f"INSPYRENET_ARTIFACTS_URI must be a gs:// URI, got {self.artifacts_uri!r}")
+            yield f"INSPYRENET_ARTIFACTS_URI must be a gs:// URI, got {self.artifacts_uri!r}"
         if self.backend not in BACKEND_CHOICES:
-            raise SettingsError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
+            yield f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}"
         if not 1024 <= self.port <= 65535:
-            raise SettingsError(f"port must be from 1024 to 65535 (LitServe's range), got {self.port}")
+            yield f"port must be from 1024 to 65535 (LitServe's range), got {self.port}"
         if self.host not in ("0.0.0.0", "127.0.0.1", "::"):
-            raise SettingsError(f"host must be 0.0.0.0, 127.0.0.1 or :: (LitServe's choices), got {self.host!r}")
+            yield f"host must be 0.0.0.0, 127.0.0.1 or :: (LitServe's choices), got {self.host!r}"
+        if self.api_key is not None and not self.api_key.isprintable():
+            yield "LIT_SERVER_API_KEY must not hold control characters or line breaks"
+
+    def _limit_problems(self) -> Iterator[str]:
+        """Counts, sizes and timeouts, and the hosts remove.bg's image_url may fetch from."""
         for name in ("workers", "max_batch_size", "max_pixels", "max_body_bytes", "refine_max_pixels"):
             if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+                yield f"{name} must be at least 1, got {getattr(self, name)}"
         if self.threads < 0:
-            raise SettingsError(f"threads must be 0 (the runtime's default) or more, got {self.threads}")
+            yield f"threads must be 0 (the runtime's default) or more, got {self.threads}"
         if self.max_in_flight < 0:
-            raise SettingsError(f"max_in_flight must be 0 (automatic) or more, got {self.max_in_flight}")
+            yield f"max_in_flight must be 0 (automatic) or more, got {self.max_in_flight}"
         if self.max_header_bytes < 1024:
-            raise SettingsError(f"max_header_bytes must be at least 1024, got {self.max_header_bytes}")
+            yield f"max_header_bytes must be at least 1024, got {self.max_header_bytes}"
         if self.batch_timeout < 0 or min(self.request_timeout, self.body_timeout, self.header_timeout) <= 0:
-            raise SettingsError("batch_timeout must be >= 0; request_timeout, body_timeout and header_timeout > 0")
+            yield "batch_timeout must be >= 0; request_timeout, body_timeout and header_timeout > 0"
         if self.removebg_url_timeout <= 0:
-            raise SettingsError(f"removebg_url_timeout must be > 0, got {self.removebg_url_timeout}")
+            yield f"removebg_url_timeout must be > 0, got {self.removebg_url_timeout}"
         for host in self.removebg_url_hosts:
             if not _HOST_PATTERN.match(host):
-                raise SettingsError(f"INSPYRENET_REMOVEBG_URL_HOSTS: {host!r} is not a host name, *.suffix or *")
-        if self.api_key is not None and not self.api_key.isprintable():
-            raise SettingsError("LIT_SERVER_API_KEY must not hold control characters or line breaks")
+                yield f"INSPYRENET_REMOVEBG_URL_HOSTS: {host!r} is not a host name, *.suffix or *"
 
     @property
     def in_flight_limit(self) -> int:

@@ -7,6 +7,7 @@ benchmarks own (``descendants``) comes through here too.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -191,13 +192,14 @@ def start_server(
     if block_torch:
         full_env["PYTHONPATH"] = torch_blocked_pythonpath()
     log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])
-    process = subprocess.Popen(
-        command or [sys.executable, "-m", "serving.cli", "serve", "--artifacts", str(bundle)],
-        cwd=REPO,
-        env=full_env,
-        stdout=open(log_path, "w"),
-        stderr=subprocess.STDOUT,
-    )
+    with open(log_path, "w") as log_file:  # the child holds its own copy of the descriptor
+        process = subprocess.Popen(
+            command or [sys.executable, "-m", "serving.cli", "serve", "--artifacts", str(bundle)],
+            cwd=REPO,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     server = ServerProcess(process, port, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -243,9 +245,9 @@ def decode(response):
 def metric(text: str, name: str, **labels) -> float:
     """One sample of a Prometheus text exposition (0 when absent)."""
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
+        named = line.startswith((name + "{", name + " "))
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
@@ -375,10 +377,8 @@ class ScriptedServer:
                     return
                 head += chunk
             self.requests.append(head)
-            try:
+            with contextlib.suppress(OSError):  # the client gave up: what the misbehaving ones are for
                 self.handler(conn, head)
-            except OSError:
-                pass  # the client gave up: what the misbehaving ones are for
 
     def close(self) -> None:
         self.closed.set()

@@ -12,49 +12,49 @@ from packaging.utils import canonicalize_name
 
 from tests.harness import REPO
 
-SERVICE_VALUES = dict(
-    SERVICE="cutouts",
-    IMAGE="europe-docker.pkg.dev/acme-prod/r/serve:1",
-    MIN_INSTANCES="0",
-    SERVICE_ACCOUNT="cutouts-serve@acme-prod.iam.gserviceaccount.com",
-)
+SERVICE_VALUES = {
+    "SERVICE": "cutouts",
+    "IMAGE": "europe-docker.pkg.dev/acme-prod/r/serve:1",
+    "MIN_INSTANCES": "0",
+    "SERVICE_ACCOUNT": "cutouts-serve@acme-prod.iam.gserviceaccount.com",
+}
 
-SERVICE_CPU_VALUES = dict(
-    SERVICE="cutouts-cpu",
-    IMAGE="europe-docker.pkg.dev/acme-prod/r/serve-cpu:1",
-    MIN_INSTANCES="0",
-    SERVICE_ACCOUNT="cutouts-cpu@acme-prod.iam.gserviceaccount.com",
-)
-
-
-JOB_VALUES = dict(
-    JOB="engines",
-    BUILD_IMAGE="europe-docker.pkg.dev/acme-prod/r/build:1",
-    PUBLISH_URI="gs://acme-bundles/bundles",
-    SOURCE_URI="gs://acme-bundles/bundles/cpu",
-    SERVICE_ACCOUNT="engine-builder@acme-prod.iam.gserviceaccount.com",
-)
+SERVICE_CPU_VALUES = {
+    "SERVICE": "cutouts-cpu",
+    "IMAGE": "europe-docker.pkg.dev/acme-prod/r/serve-cpu:1",
+    "MIN_INSTANCES": "0",
+    "SERVICE_ACCOUNT": "cutouts-cpu@acme-prod.iam.gserviceaccount.com",
+}
 
 
-GPU_CHECK_VALUES = dict(
-    JOB="gpu-check",
-    BUILD_IMAGE="europe-docker.pkg.dev/acme-prod/r/build:1",
-    BUNDLE_URI="gs://acme-bundles/bundles/cpu/fast/latest",
-    REPORT_URI="gs://acme-bundles/gpu-checks",
-    SERVICE_ACCOUNT="engine-builder@acme-prod.iam.gserviceaccount.com",
-)
+JOB_VALUES = {
+    "JOB": "engines",
+    "BUILD_IMAGE": "europe-docker.pkg.dev/acme-prod/r/build:1",
+    "PUBLISH_URI": "gs://acme-bundles/bundles",
+    "SOURCE_URI": "gs://acme-bundles/bundles/cpu",
+    "SERVICE_ACCOUNT": "engine-builder@acme-prod.iam.gserviceaccount.com",
+}
 
-BATCH_VALUES = dict(
-    JOB="cutouts-batch",
-    IMAGE="europe-docker.pkg.dev/acme-prod/r/serve:1",
-    SOURCE_URI="gs://acme-uploads/2026-11",
-    DESTINATION_URI="gs://acme-cutouts/2026-11",
-    OUTPUT="rgba",
-    FORMAT="webp",
-    TASKS="12",
-    PARALLELISM="4",
-    SERVICE_ACCOUNT="cutouts-batch@acme-prod.iam.gserviceaccount.com",
-)
+
+GPU_CHECK_VALUES = {
+    "JOB": "gpu-check",
+    "BUILD_IMAGE": "europe-docker.pkg.dev/acme-prod/r/build:1",
+    "BUNDLE_URI": "gs://acme-bundles/bundles/cpu/fast/latest",
+    "REPORT_URI": "gs://acme-bundles/gpu-checks",
+    "SERVICE_ACCOUNT": "engine-builder@acme-prod.iam.gserviceaccount.com",
+}
+
+BATCH_VALUES = {
+    "JOB": "cutouts-batch",
+    "IMAGE": "europe-docker.pkg.dev/acme-prod/r/serve:1",
+    "SOURCE_URI": "gs://acme-uploads/2026-11",
+    "DESTINATION_URI": "gs://acme-cutouts/2026-11",
+    "OUTPUT": "rgba",
+    "FORMAT": "webp",
+    "TASKS": "12",
+    "PARALLELISM": "4",
+    "SERVICE_ACCOUNT": "cutouts-batch@acme-prod.iam.gserviceaccount.com",
+}
 
 
 SCHEDULE_ARGS = [

@@ -40,7 +40,7 @@ def make_images(folder: Path, count: int, size: tuple[int, int]) -> dict[str, by
     photos = list(samples.photos().values())
     images = {}
     for index in range(count):
-        img = photos[index % len(photos)].resize(size, Image.BICUBIC)
+        img = photos[index % len(photos)].resize(size, Image.Resampling.BICUBIC)
         if (index // len(photos)) % 2:
             img = ImageOps.mirror(img)
         buffer = io.BytesIO()
@@ -139,7 +139,8 @@ def run_batch_bench(
         try:
             (work / "in").mkdir()
             images = make_images(work / "in", count, SIZES[size_name])
-            serve_runs, batch_runs = [], {lane_count: [] for lane_count in lanes}
+            serve_runs: list[dict[str, Any]] = []
+            batch_runs: dict[int, list[dict[str, Any]]] = {lane_count: [] for lane_count in lanes}
             for round_index in range(runs):  # interleaved, so drifts of the machine hit both alike
                 progress(f"{size_name}, round {round_index + 1}/{runs}: {count} images one by one to serve")
                 result, answers = time_serve(bundle, backend, images)

@@ -200,7 +200,7 @@ def make_photo(size: tuple[int, int]) -> bytes:
     from pipeline import samples
 
     buffer = io.BytesIO()
-    samples.photo("astronaut").resize(size, Image.BICUBIC).save(buffer, format="JPEG", quality=90)
+    samples.photo("astronaut").resize(size, Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 

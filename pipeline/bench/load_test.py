@@ -49,7 +49,8 @@ def _shoot(url: str, bodies: list[bytes], content_type: str) -> list[dict[str, A
             start = time.perf_counter()
             try:
                 response = client.post(url + API, content=body, headers={"Content-Type": content_type})
-                status, retry_after = response.status_code, response.headers.get("retry-after")
+                status: int | str = response.status_code
+                retry_after = response.headers.get("retry-after")
             except httpx.HTTPError as exc:
                 status, retry_after = type(exc).__name__, None
             return {"status": status, "seconds": time.perf_counter() - start, "retry_after": retry_after}

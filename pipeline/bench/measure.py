@@ -22,7 +22,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def measure_cold_start(spec: ServerSpec, photo: bytes, runs: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    samples = []
+    samples: list[dict[str, Any]] = []
     for run in range(runs):
         progress(f"{spec.name}: cold start {run + 1}/{runs}")
         server = Running(spec)
@@ -39,7 +39,9 @@ def measure_cold_start(spec: ServerSpec, photo: bytes, runs: int, progress: Call
             )
         finally:
             server.stop()
-    result = {key: float(np.median([s[key] for s in samples])) for key in ("health_s", "first_response_s")}
+    result: dict[str, Any] = {
+        key: float(np.median([s[key] for s in samples])) for key in ("health_s", "first_response_s")
+    }
     phases = [s["phases"] for s in samples if s["phases"]]
     if phases:
         result["phases"] = {name: float(np.median([p[name] for p in phases])) for name in phases[0]}
@@ -58,7 +60,8 @@ def measure_warm(
         with httpx.Client(timeout=900) as client:
             for size, photo in photos.items():
                 post_photo(client, server.url, photo)  # first request of a size warms caches
-                totals, stages = [], {}
+                totals: list[float] = []
+                stages: dict[str, list[float]] = {}
                 for run in range(runs):
                     progress(f"{spec.name}: warm {size} {run + 1}/{runs}")
                     elapsed, timing, body = post_photo(client, server.url, photo)

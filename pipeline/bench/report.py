@@ -68,47 +68,69 @@ def ratios(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The bench report as Markdown tables: ratios, start-up phases, precisions, encoders, latency, memory."""
     m = report["machine"]
-    lines = [
+    header = (
         f"Machine: {m['cpu']} ({m.get('instruction_set', '?')}), {m['cores']} cores, GPU: {m['gpu'] or 'none'}; "
         f"mode {report['mode']}, "
-        f"checkpoint {report['checkpoint']}, medians of {report['runs']} runs.",
-        "",
-        "| measure | ours | baseline | advantage |",
-        "| --- | --- | --- | --- |",
+        f"checkpoint {report['checkpoint']}, medians of {report['runs']} runs."
+    )
+    tables = [
+        _ratio_table(report),
+        _startup_table(report),
+        cpu_precision.comparison_rows(report),
+        _encoder_table(report),
+        *_latency_and_memory_tables(report),
     ]
+    lines = [header]
+    for table in tables:
+        if table:
+            lines += ["", *table]
+    return "\n".join(lines)
+
+
+def _ratio_table(report: dict[str, Any]) -> list[str]:
+    lines = ["| measure | ours | baseline | advantage |", "| --- | --- | --- | --- |"]
     for row in report["ratios"]:
         lines.append(
             f"| {row['measure']} | {row['ours']:.2f} {row['unit']} | {row['baseline']:.2f} {row['unit']} "
             f"| {row['ratio']:.1f}x |"
         )
-    lines += [
-        "",
-        "| start-up of ours, median | " + " | ".join(report["cold_start"]["ours"]) + " |",
-        "| --- |" + " --- |" * len(report["cold_start"]["ours"]),
-    ]
-    phases = [c.get("phases", {}) for c in report["cold_start"]["ours"].values()]
+    return lines
+
+
+def _startup_table(report: dict[str, Any]) -> list[str]:
+    ours = report["cold_start"]["ours"]
+    lines = ["| start-up of ours, median | " + " | ".join(ours) + " |", "| --- |" + " --- |" * len(ours)]
+    phases = [c.get("phases", {}) for c in ours.values()]
     for phase in phases[0] if phases else {}:
         lines.append(f"| {phase} | " + " | ".join(f"{p.get(phase, 0):.2f} s" for p in phases) + " |")
-    precision = cpu_precision.comparison_rows(report)
-    if precision:
-        lines += ["", *precision]
-    lines += ["", "| size | format | encode s | bytes |", "| --- | --- | --- | --- |"]
+    return lines
+
+
+def _encoder_table(report: dict[str, Any]) -> list[str]:
+    lines = ["| size | format | encode s | bytes |", "| --- | --- | --- | --- |"]
     for size, table in report.get("encoders", {}).items():
         for name, row in table.items():
             lines.append(f"| {size} | {name} | {row['seconds']:.3f} | {row['bytes']:,} |")
-    lines += ["", "| server | size | stage | p50 s | p90 s | p99 s |", "| --- | --- | --- | --- | --- | --- |"]
+    return lines
+
+
+def _latency_and_memory_tables(report: dict[str, Any]) -> list[list[str]]:
     servers = [(f"ours {b}", r) for b, r in report["warm"]["ours"].items()]
     if "baseline" in report["warm"]:
         servers.append(("baseline", report["warm"]["baseline"]))
+    latency_lines = ["| server | size | stage | p50 s | p90 s | p99 s |", "| --- | --- | --- | --- | --- | --- |"]
     for name, result in servers:
         for size, latency in result["latency"].items():
             for stage, pct in [("total", latency["total"]), *latency["stages"].items()]:
-                lines.append(f"| {name} | {size} | {stage} | {pct['p50']:.3f} | {pct['p90']:.3f} | {pct['p99']:.3f} |")
-    lines += ["", "| server | peak RSS MB |", "| --- | --- |"]
+                latency_lines.append(
+                    f"| {name} | {size} | {stage} | {pct['p50']:.3f} | {pct['p90']:.3f} | {pct['p99']:.3f} |"
+                )
+    memory_lines = ["| server | peak RSS MB |", "| --- | --- |"]
     for name, result in servers:
-        lines.append(f"| {name} | {result['peak_rss_mb']:.0f} |")
-    return "\n".join(lines)
+        memory_lines.append(f"| {name} | {result['peak_rss_mb']:.0f} |")
+    return [latency_lines, memory_lines]
 
 
 def chart(report: dict[str, Any], path: Path) -> None:

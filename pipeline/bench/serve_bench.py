@@ -73,7 +73,7 @@ def run_bench(
     finally:
         shutil.rmtree(warm_cache, ignore_errors=True)
     report["cpu_precision"] = cpu_precision.measure(bundle, backends, runs, progress)
-    cutouts = {}
+    cutouts: dict[str, Any] = {}
     for result in report["warm"]["ours"].values():
         cutouts = result.pop("cutouts", cutouts)
     progress("encoders")

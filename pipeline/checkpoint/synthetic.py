@@ -11,6 +11,7 @@ with real gradients. The same seed gives a bit-identical checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ def calibration_batch(size: tuple[int, int] = CALIBRATION_SIZE) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(images))
 
 
-def recalibrate_batchnorm(network: nn.Module, batch: torch.Tensor) -> None:
+def recalibrate_batchnorm(network: Any, batch: torch.Tensor) -> None:
     """Replace every BatchNorm's running statistics by those of ``batch`` (one pass, no grad)."""
     norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     # Only the BatchNorms train: Swin's stochastic depth and dropout must stay

@@ -195,7 +195,7 @@ def fp16_execution(device: str, choice: str = "auto") -> Fp16Execution:
     """
     if choice not in FP16_EXECUTION_CHOICES:
         raise ValueError(f"fp16 execution {choice!r}: expected one of {', '.join(FP16_EXECUTION_CHOICES)}")
-    info = dict(device=device, cpu=cpu_model(), cpu_capability=cpu_capability())
+    info = {"device": device, "cpu": cpu_model(), "cpu_capability": cpu_capability()}
     if device != "cpu":
         return Fp16Execution("native", reason="GPU", **info)
     if choice != "auto":

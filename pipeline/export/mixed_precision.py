@@ -24,6 +24,7 @@ and the fp32 model in the same process is untouched.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +155,7 @@ class Fp16Mask(nn.Module):
 
     def __init__(self, network: nn.Module):
         super().__init__()
-        self.network = network
+        self.network: Any = network  # the upstream InSPyReNet module: forward_inspyre is its own
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.network.forward_inspyre(image.to(HALF))["saliency"][-1]

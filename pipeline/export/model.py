@@ -9,6 +9,7 @@ each sample on its own; for a batch of one it computes exactly what
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,7 +57,7 @@ class PerSampleMask(nn.Module):
 
     def __init__(self, network: nn.Module):
         super().__init__()
-        self.network = network
+        self.network: Any = network  # the upstream InSPyReNet module: forward_inspyre is its own
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.network.forward_inspyre(image)["saliency"][-1]

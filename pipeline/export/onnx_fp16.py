@@ -110,7 +110,7 @@ def graph_types(path: Path) -> dict[str, Any]:
         if node.op_type in ISLAND_OPS and inputs and inputs[0] != FLOAT:
             islands_not_fp32.append(f"{node.op_type} {node.name}")
         if node.op_type == "Conv" and len(node.input) > 1:
-            conv_weights[{FLOAT16: "fp16", FLOAT: "fp32"}.get(types.get(node.input[1]), "unknown")] += 1
+            conv_weights[_PRECISION_NAMES.get(types.get(node.input[1]), "unknown")] += 1
     return {
         "inputs": {v.name: _type_name(types.get(v.name)) for v in graph.input},
         "outputs": {v.name: _type_name(types.get(v.name)) for v in graph.output},
@@ -123,8 +123,12 @@ def graph_types(path: Path) -> dict[str, Any]:
     }
 
 
+_PRECISION_NAMES: dict[int | None, str] = {FLOAT16: "fp16", FLOAT: "fp32"}
+_TYPE_NAMES: dict[int | None, str] = {FLOAT: "float32", FLOAT16: "float16"}
+
+
 def _type_name(elem_type: int | None) -> str:
-    return {FLOAT: "float32", FLOAT16: "float16"}.get(elem_type, str(elem_type))
+    return _TYPE_NAMES.get(elem_type, str(elem_type))
 
 
 def graph_problem(report: dict[str, Any]) -> str | None:

@@ -92,7 +92,8 @@ def quiet_root_logger() -> Iterator[None]:
 def weight_matmuls(model) -> tuple[list[str], list[str]]:
     """(MatMul nodes whose second input is a weight, MatMul nodes of two activations)."""
     weights = {init.name for init in model.graph.initializer}
-    with_weight, activations = [], []
+    with_weight: list[str] = []
+    activations: list[str] = []
     for node in model.graph.node:
         if node.op_type == "MatMul":
             (with_weight if node.input[1] in weights else activations).append(node.name)

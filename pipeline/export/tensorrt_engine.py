@@ -54,12 +54,12 @@ def builder_problem() -> str | None:
         return f"the TensorRT builder does not import: {type(exc).__name__}: {str(exc).splitlines()[0]}"
     if not hasattr(trt, "Builder") or not hasattr(trt, "OnnxParser"):
         return "the installed tensorrt package has no builder or ONNX parser (a lean or dispatch runtime?)"
-    from serving.backends import BackendUnavailable
+    from serving.backends import BackendUnavailableError
     from serving.backends.tensorrt import gpu_identity, import_cudart
 
     try:
         cc, why = gpu_identity(import_cudart())
-    except BackendUnavailable as exc:
+    except BackendUnavailableError as exc:
         return str(exc)
     return None if cc else f"no CUDA GPU is visible ({why})"
 

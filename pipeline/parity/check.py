@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.errors import BuildError
 from pipeline.parity.images import Case, ParityImage
-from serving.backends import BackendUnavailable, open_backend, runtime_problem
+from serving.backends import BackendUnavailableError, open_backend, runtime_problem
 from serving.bundle import Bundle, load_bundle
 from serving.imaging.contract import ImageError, decode_image, mask_to_uint8, preprocess, upsample_mask
 from serving.manifest import SERVE_ROLE, Artifact
@@ -104,7 +104,8 @@ def limits_with_overrides(overrides: list[str]) -> dict[str, dict[str, Limits]]:
             number = int(value) if name == "max_nonfinite" else float(value)
         except ValueError:
             raise BuildError(f"--threshold {item!r}: {value!r} is not a number") from None
-        limits[cls][ref] = replace(limits[cls][ref], **{name: number})
+        change: dict[str, Any] = {name: number}
+        limits[cls][ref] = replace(limits[cls][ref], **change)
     return limits
 
 
@@ -204,7 +205,7 @@ def run_backend(
     if reason is None:
         try:
             backend = open_backend(bundle, artifact, device="auto")
-        except BackendUnavailable as exc:
+        except BackendUnavailableError as exc:
             reason = str(exc)
     if backend is None:
         return {**entry, "status": "skipped", "reason": reason}
@@ -308,7 +309,7 @@ def score(
     return entry
 
 
-def validate(
+def measure_parity(
     bundle_dir: Path,
     images: list[ParityImage] | None,
     limits: dict[str, dict[str, Limits]],

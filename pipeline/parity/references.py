@@ -66,7 +66,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:80] or "image"
 
 
-def verify(bundle: Bundle) -> int:
+def verify_hashes(bundle: Bundle) -> int:
     """Check every stored reference file against its sha256; how many there are (0: none stored)."""
     record = bundle.manifest.parity_references
     if record is None:
@@ -90,7 +90,7 @@ def load(bundle: Bundle):
             "the bundle's stored parity references come from another checkpoint; "
             "run `inspyrenet validate` on a machine with the build dependencies to redo them"
         )
-    verify(bundle)
+    verify_hashes(bundle)
     try:
         with np.load(bundle.root / record.masks) as masks:
             arrays = {key: masks[key] for key in masks.files}

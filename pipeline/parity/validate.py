@@ -9,12 +9,12 @@ from rich.console import Console
 from pipeline.errors import BuildError
 from pipeline.parity import images as parity_images
 from pipeline.parity import references as parity_references
-from pipeline.parity.check import REFERENCES_COMPUTED, limits_with_overrides, validate
+from pipeline.parity.check import REFERENCES_COMPUTED, limits_with_overrides, measure_parity
 from pipeline.parity.report import ImageSink, record_in_manifest, summary_table, write_reports
 from pipeline.progress import Stages
 
 
-def run_validation(
+def validate_and_record(
     bundle_dir: Path,
     stages: Stages,
     images_dir: Path | None = None,
@@ -35,7 +35,7 @@ def run_validation(
         raise BuildError(f"--images {images_dir}: no image files there")
     report_dir = Path(report_dir) if report_dir else Path(bundle_dir) / "parity"
     sink = ImageSink(report_dir)
-    report, cases, source = validate(
+    report, cases, source = measure_parity(
         bundle_dir, images, limits, stages, on_output=sink.add_output, fp16_islands=fp16_islands, fp16_mode=fp16_mode
     )
     stages.console.print(f"parity references: {source}", highlight=False)

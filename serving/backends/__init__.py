@@ -18,7 +18,7 @@ from serving.errors import UserError
 from serving.manifest import Artifact
 
 
-class BackendUnavailable(UserError):
+class BackendUnavailableError(UserError):
     """This machine cannot run the artifact; the message says why."""
 
 
@@ -149,10 +149,10 @@ def open_backend(bundle: Bundle, artifact: Artifact, device: str = "auto", threa
     threads; None: the runtime's default, every core). Runtimes without such a
     setting ignore it.
 
-    Raises BackendUnavailable when this machine lacks the runtime or device.
+    Raises BackendUnavailableError when this machine lacks the runtime or device.
     The caller verifies the artifact's files first.
     """
     spec = spec_for(artifact.backend)
     if spec is None:
-        raise BackendUnavailable(f"no backend implementation for {artifact.backend!r} artifacts")
+        raise BackendUnavailableError(f"no backend implementation for {artifact.backend!r} artifacts")
     return spec.load_class()(bundle, artifact, device, threads=threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.backends import Backend, BackendUnavailable
+from serving.backends import Backend, BackendUnavailableError
 from serving.bundle import Bundle
 from serving.manifest import Artifact
 
@@ -17,14 +17,14 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BackendUnavailable("onnxruntime is not installed") from None
+            raise BackendUnavailableError("onnxruntime is not installed") from None
         available = ort.get_available_providers()
         if artifact.device == "cpu":  # an int8 graph: its kernels are the CPU provider's
             if device == "cuda":
-                raise BackendUnavailable(f"{artifact.name} runs on the CPU only")
+                raise BackendUnavailableError(f"{artifact.name} runs on the CPU only")
             available = [p for p in available if p != "CUDAExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise BackendUnavailable("onnxruntime has no CUDA execution provider here")
+            raise BackendUnavailableError("onnxruntime has no CUDA execution provider here")
         use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
         if use_cuda:
             preload_cuda_libraries(ort)
@@ -39,7 +39,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(bundle.path(artifact.main)), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise BackendUnavailable(f"onnxruntime cannot load {artifact.file}: {exc}") from None
+            raise BackendUnavailableError(f"onnxruntime cannot load {artifact.file}: {exc}") from None
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

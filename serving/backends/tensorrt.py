@@ -13,7 +13,7 @@ off).
 
 Before the plan is deserialised, the manifest's target (compute capability,
 TensorRT version, compatibility flags) is compared with this machine; a
-mismatch raises BackendUnavailable with the reason, so ``auto`` falls back.
+mismatch raises BackendUnavailableError with the reason, so ``auto`` falls back.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.backends import Backend, BackendUnavailable
+from serving.backends import Backend, BackendUnavailableError
 from serving.backends.tensorrt_target import Machine, target_problem
 from serving.bundle import Bundle
 from serving.manifest import Artifact
@@ -45,7 +45,7 @@ def import_tensorrt():
             return importlib.import_module(name), name
         except ImportError as exc:
             problems.append(f"{name}: {exc}")
-    raise BackendUnavailable("no TensorRT runtime is installed (" + "; ".join(problems) + ")")
+    raise BackendUnavailableError("no TensorRT runtime is installed (" + "; ".join(problems) + ")")
 
 
 def import_cudart():
@@ -55,7 +55,7 @@ def import_cudart():
         try:
             from cuda import cudart  # cuda-python before 12.6
         except ImportError:
-            raise BackendUnavailable(
+            raise BackendUnavailableError(
                 "the CUDA runtime bindings (cuda-python / cuda-bindings) are not installed"
             ) from None
     return cudart
@@ -87,7 +87,7 @@ def machine_problem(artifact: Artifact) -> str | None:
     """Why this machine cannot run the engine (runtime, bindings, GPU, target), or None."""
     try:
         return probe(artifact)[3]
-    except BackendUnavailable as exc:
+    except BackendUnavailableError as exc:
         return str(exc)
 
 
@@ -111,11 +111,11 @@ class TensorRTBackend(Backend):
     def __init__(self, bundle: Bundle, artifact: Artifact, device: str = "auto", threads: int | None = None):
         super().__init__(bundle, artifact)
         if device == "cpu":
-            raise BackendUnavailable("TensorRT runs on a CUDA GPU, and the cpu device was asked for")
+            raise BackendUnavailableError("TensorRT runs on a CUDA GPU, and the cpu device was asked for")
         trt, runtime_name, cudart, problem = probe(artifact)
         self._cudart = cudart
         if problem:
-            raise BackendUnavailable(problem)
+            raise BackendUnavailableError(problem)
         self._trt = trt
         self.device = "cuda"
         self.runtime_name = runtime_name
@@ -132,7 +132,9 @@ class TensorRTBackend(Backend):
             self.runtime.engine_host_code_allowed = True
         self.engine = self.runtime.deserialize_cuda_engine(bundle.path(artifact.main).read_bytes())
         if self.engine is None:
-            raise BackendUnavailable(f"TensorRT could not deserialise {artifact.file} (corrupt or incompatible plan)")
+            raise BackendUnavailableError(
+                f"TensorRT could not deserialise {artifact.file} (corrupt or incompatible plan)"
+            )
         self.input_name, self.output_name = self._io_names(artifact)
         self._allocate()
         self._shape_context(1)  # a context that cannot be made fails the load, not the first request
@@ -145,7 +147,7 @@ class TensorRTBackend(Backend):
     def _check(self, result, what: str):
         err = result[0] if isinstance(result, tuple) else result
         if err != self._cudart.cudaError_t.cudaSuccess:
-            raise BackendUnavailable(f"CUDA failed to {what}: {getattr(err, 'name', err)}")
+            raise BackendUnavailableError(f"CUDA failed to {what}: {getattr(err, 'name', err)}")
         return result[1] if isinstance(result, tuple) and len(result) > 1 else None
 
     def _allocate(self) -> None:
@@ -158,7 +160,7 @@ class TensorRTBackend(Backend):
         cudart = self._cudart
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if sorted(names) != sorted([self.input_name, self.output_name]):
-            raise BackendUnavailable(
+            raise BackendUnavailableError(
                 f"engine I/O tensors {names} do not match the manifest ({self.input_name}, {self.output_name})"
             )
         height, width = self.bundle.input_size
@@ -182,14 +184,14 @@ class TensorRTBackend(Backend):
         strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
         context = self.engine.create_execution_context(strategy)
         if context is None:
-            raise BackendUnavailable("TensorRT could not create an execution context")
+            raise BackendUnavailableError("TensorRT could not create an execution context")
         context.set_device_memory(self.d_scratch, self.scratch_bytes)
         height, width = self.bundle.input_size
         if not context.set_input_shape(self.input_name, (n, 3, height, width)):
             raise ValueError(f"the engine does not accept a batch of {n}")
         for name, pointer in ((self.input_name, self.d_in), (self.output_name, self.d_out)):
             if not context.set_tensor_address(name, pointer):
-                raise BackendUnavailable(f"TensorRT refused the device buffer of tensor {name!r}")
+                raise BackendUnavailableError(f"TensorRT refused the device buffer of tensor {name!r}")
         self._contexts[n] = ShapeContext(context, n)
         return self._contexts[n]
 
@@ -237,7 +239,7 @@ class TensorRTBackend(Backend):
             capturing = False
             graph = self._check(cudart.cudaStreamEndCapture(self.stream), "end graph capture")
             executable = self._check(cudart.cudaGraphInstantiate(graph, 0), "instantiate the graph")
-        except (BackendUnavailable, RuntimeError) as exc:
+        except (BackendUnavailableError, RuntimeError) as exc:
             if capturing:  # execution failed inside the capture: end it, drop whatever was captured
                 _, partial = cudart.cudaStreamEndCapture(self.stream)
                 if partial:

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from serving.backends import Backend, BackendUnavailable
+from serving.backends import Backend, BackendUnavailableError
 from serving.bundle import Bundle
 from serving.manifest import Artifact
 
@@ -19,18 +19,18 @@ class TorchScriptBackend(Backend):
         try:
             import torch
         except ImportError:
-            raise BackendUnavailable("torch is not installed") from None
+            raise BackendUnavailableError("torch is not installed") from None
         self.torch = torch
         has_cuda = torch.cuda.is_available()
         if device == "cuda" and not has_cuda:
-            raise BackendUnavailable("torch sees no CUDA device here")
+            raise BackendUnavailableError("torch sees no CUDA device here")
         self.device = "cuda" if device in ("auto", "cuda") and has_cuda else "cpu"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
                 self.module = torch.jit.load(str(bundle.path(artifact.main)), map_location=self.device).eval()
         except Exception as exc:  # torch.jit raises RuntimeError subclasses of many kinds
-            raise BackendUnavailable(f"torch cannot load {artifact.file}: {exc}") from None
+            raise BackendUnavailableError(f"torch cannot load {artifact.file}: {exc}") from None
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch

@@ -38,7 +38,7 @@ class LocationError(BatchError):
     """SRC or DST cannot be used; one line."""
 
 
-class SourceUnreadable(Exception):
+class SourceUnreadableError(Exception):
     """A listed image that is gone, replaced or unreadable; the batch lists it as failed and goes on."""
 
 
@@ -90,9 +90,9 @@ class LocalFolder:
         try:
             data = (self.root / source.path).read_bytes()
         except FileNotFoundError:
-            raise SourceUnreadable("gone since the listing") from None
+            raise SourceUnreadableError("gone since the listing") from None
         except OSError as exc:
-            raise SourceUnreadable(f"cannot be read: {exc.strerror or exc}") from None
+            raise SourceUnreadableError(f"cannot be read: {exc.strerror or exc}") from None
         return data, "sha256:" + hashlib.sha256(data).hexdigest()
 
     def prepare_outputs(self) -> None:
@@ -189,7 +189,7 @@ class GcsPrefix:
             try:
                 return blob.download_as_bytes(checksum="auto")
             except NotFound:
-                raise SourceUnreadable("gone or replaced since the listing") from None
+                raise SourceUnreadableError("gone or replaced since the listing") from None
 
         return storage_call(uri, download), source.version
 

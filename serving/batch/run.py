@@ -45,10 +45,10 @@ from serving.batch.listing import (
     output_path,
     take_shard,
 )
-from serving.batch.locations import LocationError, SourceUnreadable, open_location, overlap, safe_relative
+from serving.batch.locations import LocationError, SourceUnreadableError, open_location, overlap, safe_relative
 from serving.batch.stages import InferStage, ReadStage, WriteStage
 from serving.bundle import load_bundle
-from serving.imaging.contract import ImageError, UnsupportedImage, decode_image, preprocess
+from serving.imaging.contract import ImageError, UnsupportedImageError, decode_image, preprocess
 from serving.imaging.cutout import cutout_pixels, encode
 from serving.loading import load_warm_backend, one_line, preflight
 from serving.logs import log
@@ -237,14 +237,14 @@ class BatchRun:
             )
         try:
             data, version = self.source.read(source)
-        except SourceUnreadable as exc:
+        except SourceUnreadableError as exc:
             return Outcome(path, "failed", str(exc))
         if not source.version and self._done(output, path, version):
             return Outcome(path, "skipped")
         try:
             image = decode_image(data, self.settings.max_pixels)
             tensor = preprocess(image, self.bundle.input_size)
-        except UnsupportedImage as exc:
+        except UnsupportedImageError as exc:
             extensionless = PurePosixPath(path).suffix == ""  # listed for its content, which is not an image
             return Outcome(path, "ignored" if extensionless else "failed", str(exc))
         except ImageError as exc:

@@ -23,13 +23,13 @@ import numpy as np
 from PIL import Image
 from starlette.responses import JSONResponse, Response
 
-from serving.backends import Backend, BackendUnavailable
+from serving.backends import Backend, BackendUnavailableError
 from serving.bundle import BundleError
 from serving.http import handoff, lifetime, removebg, run_state
 from serving.http.metrics import metrics
 from serving.imaging.contract import ImageError, decode_image, preprocess
 from serving.imaging.cutout import cutout_pixels, encode
-from serving.imaging.removebg import NoForeground, fit_megapixels, removebg_result
+from serving.imaging.removebg import NoForegroundError, fit_megapixels, removebg_result
 from serving.loading import load_warm_backend, one_line
 from serving.logs import log
 from serving.params import CutoutParams
@@ -90,7 +90,7 @@ class CutoutAPI(ls.LitAPI):
         try:
             self.backend, self.mode = self._load(phases)
         except Exception as exc:  # every setup failure is reported with its reason, not only the expected kinds
-            error = str(exc) if isinstance(exc, (BundleError, BackendUnavailable)) else one_line(exc)
+            error = str(exc) if isinstance(exc, (BundleError, BackendUnavailableError)) else one_line(exc)
             run_state.write_worker_error(worker, error)
             log("startup failed", severity="ERROR", worker=worker, error=error)
             raise
@@ -189,7 +189,8 @@ class CutoutAPI(ls.LitAPI):
         params = job.params
         assert isinstance(params, CutoutParams)
         with Stopwatch(job, "postprocess"):
-            assert job.image is not None and job.mask is not None  # predict ran: no error means both are set
+            assert job.image is not None
+            assert job.mask is not None
             pixels, size = cutout_pixels(job.image, job.mask, params, self.settings.refine_max_pixels)
         with Stopwatch(job, "encode"):
             body = encode(pixels, params.format, params.quality)
@@ -207,13 +208,14 @@ class CutoutAPI(ls.LitAPI):
         params = job.params
         assert isinstance(params, RemoveBgParams)
         if job.error is None:
-            assert job.image is not None and job.mask is not None
+            assert job.image is not None
+            assert job.mask is not None
             try:
                 with Stopwatch(job, "postprocess"):
                     result = removebg_result(
                         job.image, job.mask, params, self.settings.refine_max_pixels, job.background
                     )
-            except NoForeground as exc:
+            except NoForegroundError as exc:
                 job.error = (exc.status, str(exc), "unknown_foreground")
             except ImageError as exc:
                 job.error = (exc.status, str(exc), None)

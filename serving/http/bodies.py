@@ -1,7 +1,7 @@
 """Reading request bodies in the HTTP process: limits, JSON, base64 and forms, with 4xx errors.
 
 Shared by the gateway's two inference routes (ours and the remove.bg-compatible
-one). Every failure a client can cause is a ``RequestRejected`` with its status.
+one). Every failure a client can cause is a ``RequestRejectedError`` with its status.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _DATA_URL = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
 
-class RequestRejected(Exception):
+class RequestRejectedError(Exception):
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers
@@ -50,12 +50,12 @@ class BodyReader:
         try:
             message = await asyncio.wait_for(self.receive(), timeout=max(0.0, self.deadline - time.monotonic()))
         except TimeoutError:
-            raise RequestRejected(408, f"the request body did not arrive within {self.timeout:g} s") from None
+            raise RequestRejectedError(408, f"the request body did not arrive within {self.timeout:g} s") from None
         if message["type"] == "http.disconnect":
-            raise RequestRejected(400, "the client closed the connection before sending the whole body")
+            raise RequestRejectedError(400, "the client closed the connection before sending the whole body")
         self.size += len(message.get("body", b""))
         if self.size > self.limit:
-            raise RequestRejected(413, f"request body is over the limit of {self.limit} bytes")
+            raise RequestRejectedError(413, f"request body is over the limit of {self.limit} bytes")
         self.done = not message.get("more_body", False)
         return message
 
@@ -76,21 +76,21 @@ async def read_form(scope: Scope, body: BodyReader, max_files: int) -> FormData:
     request = Request(scope, body.next_message)
     try:
         return await request.form(max_files=max_files)
-    except RequestRejected:
+    except RequestRejectedError:
         raise
     except Exception as exc:  # noqa: BLE001 - multipart parser errors have several types
-        raise RequestRejected(400, f"malformed form body: {exc}") from None
+        raise RequestRejectedError(400, f"malformed form body: {exc}") from None
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:  # ValueError: bad JSON, or an integer past Python's digit limit
-        raise RequestRejected(400, f"body is not valid JSON: {str(exc)[:200]}") from None
+        raise RequestRejectedError(400, f"body is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:
-        raise RequestRejected(400, "body is not valid JSON: nested too deeply") from None
+        raise RequestRejectedError(400, "body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
-        raise RequestRejected(400, "the JSON body must be an object")
+        raise RequestRejectedError(400, "the JSON body must be an object")
     return data
 
 
@@ -100,4 +100,4 @@ def decode_base64(text: str, field: str) -> bytes:
     try:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise RequestRejected(400, f"field '{field}' is not valid base64") from None
+        raise RequestRejectedError(400, f"field '{field}' is not valid base64") from None

@@ -41,7 +41,14 @@ from starlette.types import Message, Receive, Scope, Send
 
 from serving.http import handoff, run_state
 from serving.http.admission import Admission
-from serving.http.bodies import COPY_CHUNK, BodyReader, RequestRejected, decode_base64, parse_json_object, read_form
+from serving.http.bodies import (
+    COPY_CHUNK,
+    BodyReader,
+    RequestRejectedError,
+    decode_base64,
+    parse_json_object,
+    read_form,
+)
 from serving.http.metrics import metrics, render
 from serving.http.removebg import REMOVEBG_PATH, receive_removebg, render_rejection
 from serving.logs import log
@@ -83,17 +90,19 @@ class CutoutGateway:
                     message = {**message, "headers": headers}
             await send(message)
 
-        render = render_rejection if path == REMOVEBG_PATH else RequestRejected.response
+        render = render_rejection if path == REMOVEBG_PATH else RequestRejectedError.response
         try:
             header_bytes = sum(len(key) + len(value) for key, value in scope["headers"])
             if header_bytes > self.settings.max_header_bytes:
                 # h11 refuses larger headers only when they arrive over several reads; this is the hard limit.
-                rejection = RequestRejected(
+                rejection = RequestRejectedError(
                     431, f"request headers are {header_bytes} bytes, over the limit of {self.settings.max_header_bytes}"
                 )
                 await render(rejection)(scope, receive, send_wrapper)
             elif self.settings.api_key is not None and path not in self.open_routes and not self._key_matches(scope):
-                await render(RequestRejected(401, "missing or wrong X-API-Key header"))(scope, receive, send_wrapper)
+                await render(RequestRejectedError(401, "missing or wrong X-API-Key header"))(
+                    scope, receive, send_wrapper
+                )
             elif is_inference:
                 await self._inference(scope, receive, send_wrapper, removebg=path == REMOVEBG_PATH)
             else:
@@ -112,11 +121,11 @@ class CutoutGateway:
     # -- inference ---------------------------------------------------------
 
     async def _inference(self, scope: Scope, receive: Receive, send: Send, removebg: bool) -> None:
-        render = render_rejection if removebg else RequestRejected.response
+        render = render_rejection if removebg else RequestRejectedError.response
         if not self.admission.try_enter():
             wait = self.admission.retry_after()
             await render(
-                RequestRejected(
+                RequestRejectedError(
                     429 if removebg else 503,  # remove.bg's clients wait out a 429
                     f"the server is at its limit of {self.admission.limit} requests in flight; retry in {wait} s",
                     headers={"Retry-After": str(wait)},
@@ -134,7 +143,7 @@ class CutoutGateway:
                     request = {"id": request_id, "params": params, "kind": "removebg", "json": _wants_json(scope)}
                 else:
                     request = {"id": request_id, "params": await self._receive_image(scope, receive, request_id)}
-            except RequestRejected as exc:
+            except RequestRejectedError as exc:
                 await render(exc)(scope, receive, send)
                 return
             inner_scope, inner_receive = _with_json_body(scope, json.dumps(request).encode("utf-8"), self.api_path)
@@ -148,7 +157,7 @@ class CutoutGateway:
         length = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-length"), "")
         limit = self.settings.max_body_bytes
         if length.isascii() and length.isdigit() and int(length) > limit:
-            raise RequestRejected(413, f"request body is {length} bytes, over the limit of {limit}")
+            raise RequestRejectedError(413, f"request body is {length} bytes, over the limit of {limit}")
 
     async def _receive_image(self, scope: Scope, receive: Receive, request_id: str) -> dict[str, Any]:
         """Stream the request's image into its hand-off file; return the checked parameters."""
@@ -170,28 +179,41 @@ class CutoutGateway:
                 async for chunk in body:
                     upload.write(chunk)
             elif content_type == "" and not await body.read_all():
-                raise RequestRejected(
+                raise RequestRejectedError(
                     400,
                     "the request holds no image: send it as multipart field 'image', "
                     'a raw image/* body, or JSON {"image": "<base64>"}',
                 )
             else:
-                raise RequestRejected(
+                raise RequestRejectedError(
                     415,
                     f"unsupported content type {content_type or '(none)'}: send "
                     "multipart/form-data, image/*, or application/json",
                 )
             if upload.size == 0:
-                raise RequestRejected(400, "the request holds no image data (empty body or empty 'image' field)")
+                raise RequestRejectedError(400, "the request holds no image data (empty body or empty 'image' field)")
             try:
                 parsed = parse_params(params)
             except ParamError as exc:
-                raise RequestRejected(400, str(exc)) from None
+                raise RequestRejectedError(400, str(exc)) from None
             upload.commit()
         except BaseException:
             upload.discard()
             raise
         return parsed.to_dict()
+
+    def _early_answer(self, request_id: str, deadline: float) -> RequestRejectedError | None:
+        """Why to answer now instead of LitServe: its worker died holding the request, or the deadline passed."""
+        if handoff.held_by_dead_worker(request_id) is not None:
+            return RequestRejectedError(
+                503,
+                "the inference worker stopped while running this request; it is being replaced: retry",
+                headers={"Retry-After": "5"},
+            )
+        if time.monotonic() > deadline:
+            handoff.cancel(request_id)
+            return RequestRejectedError(504, f"no answer within {self.settings.request_timeout:g} s")
+        return None
 
     async def _await_worker(
         self,
@@ -201,7 +223,7 @@ class CutoutGateway:
         send: Send,
         request_id: str,
         slot: Slot,
-        render: Callable[[RequestRejected], Response],
+        render: Callable[[RequestRejectedError], Response],
     ) -> None:
         """Run LitServe's route; answer early if the client leaves, the worker dies or the deadline passes."""
         state = {"ours": False, "started": False}
@@ -232,17 +254,8 @@ class CutoutGateway:
                     continue
                 if state["started"]:
                     continue  # LitServe is sending the answer
-                pid = handoff.held_by_dead_worker(request_id)
-                if pid is not None:
-                    error = RequestRejected(
-                        503,
-                        "the inference worker stopped while running this request; it is being replaced: retry",
-                        headers={"Retry-After": "5"},
-                    )
-                elif time.monotonic() > deadline:
-                    handoff.cancel(request_id)
-                    error = RequestRejected(504, f"no answer within {self.settings.request_timeout:g} s")
-                else:
+                error = self._early_answer(request_id, deadline)
+                if error is None:
                     continue
                 state["ours"] = True
                 app.cancel()
@@ -279,7 +292,7 @@ async def _from_form(scope: Scope, body: BodyReader, upload: handoff.Upload) -> 
     try:
         images = form.getlist("image")
         if len(images) > 1:
-            raise RequestRejected(400, f"the form holds {len(images)} 'image' parts; send one image per request")
+            raise RequestRejectedError(400, f"the form holds {len(images)} 'image' parts; send one image per request")
         params = {}
         for key, value in form.multi_items():
             if key == "image":
@@ -289,7 +302,7 @@ async def _from_form(scope: Scope, body: BodyReader, upload: handoff.Upload) -> 
                 else:
                     upload.write(value.encode("utf-8"))
             elif isinstance(value, UploadFile):
-                raise RequestRejected(400, f"unexpected file field {key!r}; send the image as field 'image'")
+                raise RequestRejectedError(400, f"unexpected file field {key!r}; send the image as field 'image'")
             else:
                 params[key] = value
         return params
@@ -301,7 +314,7 @@ def _from_json(raw: bytes, upload: handoff.Upload) -> dict[str, Any]:
     """Decode the JSON body's base64 ``image`` into ``upload``; the other fields are parameters."""
     data = parse_json_object(raw)
     if not isinstance(data.get("image"), str):
-        raise RequestRejected(400, "JSON body must be an object with a base64 string field 'image'")
+        raise RequestRejectedError(400, "JSON body must be an object with a base64 string field 'image'")
     upload.write(decode_base64(data.pop("image"), "image"))
     return data
 

@@ -87,7 +87,7 @@ def any_worker_ready(server: Any) -> bool:
 
 
 def _status_key(server: Any, index: int) -> str | None:
-    return next((k for k in server.workers_setup_status.keys() if k.endswith(f"_{index}")), None)
+    return next((k for k in server.workers_setup_status if k.endswith(f"_{index}")), None)
 
 
 def mark_worker_starting(server: Any, index: int) -> None:

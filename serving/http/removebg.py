@@ -20,8 +20,15 @@ from starlette.responses import JSONResponse
 from starlette.types import Scope
 
 from serving.http import handoff
-from serving.http.bodies import COPY_CHUNK, BodyReader, RequestRejected, decode_base64, parse_json_object, read_form
-from serving.http.url_fetch import UrlPolicy, UrlRefused, fetch
+from serving.http.bodies import (
+    COPY_CHUNK,
+    BodyReader,
+    RequestRejectedError,
+    decode_base64,
+    parse_json_object,
+    read_form,
+)
+from serving.http.url_fetch import UrlPolicy, UrlRefusedError, fetch
 from serving.params import ParamError
 from serving.removebg_params import given, parse_removebg_params
 from serving.settings import Settings
@@ -56,11 +63,11 @@ def error_response(status: int, detail: str, code: str | None = None, headers: d
     return JSONResponse(body, status_code=answer, headers=headers)
 
 
-def render_rejection(exc: RequestRejected) -> JSONResponse:
+def render_rejection(exc: RequestRejectedError) -> JSONResponse:
     return error_response(exc.status, exc.detail, getattr(exc, "code", None), exc.headers)
 
 
-class SourceRejected(RequestRejected):
+class SourceRejectedError(RequestRejectedError):
     def __init__(self, detail: str, code: str, status: int = 400):
         super().__init__(status, detail)
         self.code = code
@@ -103,7 +110,7 @@ async def receive_removebg(
         elif content_type == "application/json":
             fields = parse_json_object(await body.read_all())
         else:
-            raise SourceRejected(
+            raise SourceRejectedError(
                 f"unsupported content type {content_type or '(none)'}: send multipart/form-data, "
                 "application/x-www-form-urlencoded or application/json",
                 "unsupported_content_type",
@@ -113,7 +120,7 @@ async def receive_removebg(
         try:
             params = parse_removebg_params(fields, bg_image=background_id if has_background else None)
         except ParamError as exc:
-            raise SourceRejected(str(exc), "invalid_parameters") from None
+            raise SourceRejectedError(str(exc), "invalid_parameters") from None
         uploads.commit()
     except BaseException:
         uploads.discard()
@@ -128,17 +135,17 @@ async def _form_fields(scope: Scope, body: BodyReader, uploads: _Uploads) -> dic
         fields: dict[str, Any] = {}
         for key, value in form.multi_items():
             if key in fields or (key in FILE_FIELDS and uploads_have(uploads, key)):
-                raise SourceRejected(f"the form holds field {key!r} more than once", "invalid_parameters")
+                raise SourceRejectedError(f"the form holds field {key!r} more than once", "invalid_parameters")
             if isinstance(value, UploadFile):
                 if key not in FILE_FIELDS:
-                    raise SourceRejected(
+                    raise SourceRejectedError(
                         f"unexpected file part {key!r}: files go in image_file or bg_image_file", "invalid_parameters"
                     )
                 target = uploads.image if key == "image_file" else uploads.background_upload()
                 while chunk := await value.read(COPY_CHUNK):
                     target.write(chunk)
             elif key in FILE_FIELDS and given(value):
-                raise SourceRejected(f"{key} must be a file part of a multipart form", "invalid_parameters")
+                raise SourceRejectedError(f"{key} must be a file part of a multipart form", "invalid_parameters")
             else:
                 fields[key] = value
         return fields
@@ -151,29 +158,35 @@ def uploads_have(uploads: _Uploads, key: str) -> bool:
     return upload is not None and upload.size > 0
 
 
-async def _read_image(fields: dict[str, Any], uploads: _Uploads, settings: Settings) -> None:
-    """Exactly one source: the file part (already copied), base64, or a URL fetched here."""
+def _image_source(fields: dict[str, Any], uploads: _Uploads) -> str:
+    """The one image source given: image_file (already copied), image_file_b64 or image_url."""
     for key in FILE_FIELDS:
         if given(fields.pop(key, None)):
-            raise SourceRejected(f"{key} must be a file part of a multipart form", "invalid_parameters")
+            raise SourceRejectedError(f"{key} must be a file part of a multipart form", "invalid_parameters")
     sources = [name for name in ("image_file_b64", "image_url") if given(fields.get(name))]
     if uploads.image.size > 0:
         sources.insert(0, "image_file")
     if not sources:
-        raise SourceRejected(
+        raise SourceRejectedError(
             "no image given: send one of image_file (multipart), image_file_b64 or image_url", "missing_source"
         )
     if len(sources) > 1:
-        raise SourceRejected(f"give exactly one image source; got {', '.join(sources)}", "multiple_sources")
-    if sources[0] == "image_file_b64":
+        raise SourceRejectedError(f"give exactly one image source; got {', '.join(sources)}", "multiple_sources")
+    return sources[0]
+
+
+async def _read_image(fields: dict[str, Any], uploads: _Uploads, settings: Settings) -> None:
+    """Exactly one source: the file part (already copied), base64, or a URL fetched here."""
+    source = _image_source(fields, uploads)
+    if source == "image_file_b64":
         value = fields["image_file_b64"]
         if not isinstance(value, str):
-            raise SourceRejected("image_file_b64 must be a base64 string", "invalid_parameters")
+            raise SourceRejectedError("image_file_b64 must be a base64 string", "invalid_parameters")
         uploads.image.write(decode_base64(value, "image_file_b64"))
-    elif sources[0] == "image_url":
+    elif source == "image_url":
         await _fetch_into("image_url", fields["image_url"], uploads.image, settings)
     if uploads.image.size == 0:
-        raise SourceRejected("the image is empty", "missing_source")
+        raise SourceRejectedError("the image is empty", "missing_source")
     for name in ("image_file_b64", "image_url"):
         fields.pop(name, None)
 
@@ -184,7 +197,7 @@ async def _read_background(fields: dict[str, Any], uploads: _Uploads, settings: 
     url = fields.pop("bg_image_url", None)
     if given(url):
         if has_file:
-            raise SourceRejected("give one background: bg_image_url or bg_image_file", "invalid_parameters")
+            raise SourceRejectedError("give one background: bg_image_url or bg_image_file", "invalid_parameters")
         await _fetch_into("bg_image_url", url, uploads.background_upload(), settings)
         return True
     return has_file
@@ -192,9 +205,9 @@ async def _read_background(fields: dict[str, Any], uploads: _Uploads, settings: 
 
 async def _fetch_into(field: str, url: Any, upload: handoff.Upload, settings: Settings) -> None:
     if not isinstance(url, str):
-        raise SourceRejected(f"{field} must be a URL string", "invalid_parameters")
+        raise SourceRejectedError(f"{field} must be a URL string", "invalid_parameters")
     if not settings.removebg_url_hosts:
-        raise SourceRejected(
+        raise SourceRejectedError(
             f"{field} is off on this server (INSPYRENET_REMOVEBG_URL_HOSTS lists no host): send the image itself",
             "url_disabled",
         )
@@ -206,6 +219,6 @@ async def _fetch_into(field: str, url: Any, upload: handoff.Upload, settings: Se
     )
     try:
         await asyncio.to_thread(fetch, url.strip(), policy, upload.write)
-    except UrlRefused as exc:
+    except UrlRefusedError as exc:
         code = "file_too_large" if exc.status == 413 else "url_refused"
-        raise SourceRejected(f"{field}: {exc}", code, exc.status) from None
+        raise SourceRejectedError(f"{field}: {exc}", code, exc.status) from None

@@ -43,7 +43,7 @@ WATCH_SECONDS = 0.25
 MAX_FAILED_RESTARTS = 3
 
 
-class StartupInterrupted(Exception):
+class StartupInterruptedError(Exception):
     """SIGTERM arrived before the server was serving."""
 
 
@@ -65,7 +65,7 @@ def _install_sigterm(server) -> None:
             return
         stopping.set()
         if not litserve_adapter.http_processes():
-            raise StartupInterrupted  # out of LitServe's wait for warm workers, in the main thread
+            raise StartupInterruptedError  # out of LitServe's wait for warm workers, in the main thread
         log("SIGTERM received: draining in-flight requests, then stopping")
         threading.Thread(target=_stop_serving, args=(server,), name="sigterm-drain", daemon=True).start()
 
@@ -282,7 +282,7 @@ def run(settings: Settings) -> None:
                 http=with_header_timeout(settings.header_timeout),  # h11: httptools has no header size limit
                 h11_max_incomplete_event_size=settings.max_header_bytes,
             )
-        except StartupInterrupted:
+        except StartupInterruptedError:
             _end_children()
             log("SIGTERM during start-up: stopped", uptime_seconds=round(time.time() - started, 1))
             return

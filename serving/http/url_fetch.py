@@ -30,7 +30,7 @@ READ_BYTES = 256 * 1024
 USER_AGENT = "inspyrenet-engines (image_url fetch)"
 
 
-class UrlRefused(UserError):
+class UrlRefusedError(UserError):
     """The URL is not fetched, or its fetch failed; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, message: str, status: int = 400):
@@ -68,14 +68,14 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UrlRefused(f"cannot resolve the host {host!r}: {exc}") from None
+        raise UrlRefusedError(f"cannot resolve the host {host!r}: {exc}") from None
     addresses = [str(info[4][0]) for info in infos]
     if not addresses:
-        raise UrlRefused(f"the host {host!r} has no address")
+        raise UrlRefusedError(f"the host {host!r} has no address")
     if not allow_private:
         private = [a for a in addresses if not _public(a)]
         if private:
-            raise UrlRefused(f"the host {host!r} resolves to a non-public address ({private[0]}): refused")
+            raise UrlRefusedError(f"the host {host!r} resolves to a non-public address ({private[0]}): refused")
     return addresses[0]
 
 
@@ -102,27 +102,27 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 def _check_url(url: str, policy: UrlPolicy) -> tuple[str, str, int, str]:
     """(scheme, host, port, path with query) of an allowed URL."""
     if len(url) > 2048:
-        raise UrlRefused("the URL is longer than 2048 characters")
+        raise UrlRefusedError("the URL is longer than 2048 characters")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UrlRefused(f"not a valid URL: {exc}") from None
+        raise UrlRefusedError(f"not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
-        raise UrlRefused(f"only http and https URLs are fetched, not {parts.scheme or 'a relative URL'!r}")
+        raise UrlRefusedError(f"only http and https URLs are fetched, not {parts.scheme or 'a relative URL'!r}")
     if parts.username is not None or parts.password is not None:
-        raise UrlRefused("URLs with credentials are not fetched")
+        raise UrlRefusedError("URLs with credentials are not fetched")
     host = parts.hostname or ""
     if not host:
-        raise UrlRefused("the URL has no host")
+        raise UrlRefusedError("the URL has no host")
     if not host_allowed(host, policy.hosts):
-        raise UrlRefused(f"the host {host!r} is not on this server's list (INSPYRENET_REMOVEBG_URL_HOSTS)")
+        raise UrlRefusedError(f"the host {host!r} is not on this server's list (INSPYRENET_REMOVEBG_URL_HOSTS)")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
 def fetch(url: str, policy: UrlPolicy, write: Callable[[bytes], None], tls: ssl.SSLContext | None = None) -> int:
-    """Fetch ``url`` into ``write``, chunk by chunk; the number of bytes. Raises UrlRefused.
+    """Fetch ``url`` into ``write``, chunk by chunk; the number of bytes. Raises UrlRefusedError.
 
     ``tls``: the context https connections verify with (default: the system's CAs).
     """
@@ -132,20 +132,20 @@ def fetch(url: str, policy: UrlPolicy, write: Callable[[bytes], None], tls: ssl.
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port, path = _check_url(url, policy)
         if first_host is not None and host.lower() != first_host:
-            raise UrlRefused(f"the URL redirects to another host ({host!r}): refused")
+            raise UrlRefusedError(f"the URL redirects to another host ({host!r}): refused")
         first_host = host.lower()
         try:
             location = _get(scheme, host, port, path, policy, deadline, write, tls)
         except TimeoutError:
-            raise UrlRefused(f"the image URL did not deliver the image within {policy.timeout:g} s") from None
+            raise UrlRefusedError(f"the image URL did not deliver the image within {policy.timeout:g} s") from None
         except ssl.SSLError as exc:
-            raise UrlRefused(f"TLS with {host!r} failed: {exc.reason or exc}") from None
+            raise UrlRefusedError(f"TLS with {host!r} failed: {exc.reason or exc}") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise UrlRefused(f"cannot fetch the image URL: {type(exc).__name__}: {exc}"[:300]) from None
+            raise UrlRefusedError(f"cannot fetch the image URL: {type(exc).__name__}: {exc}"[:300]) from None
         if isinstance(location, int):
             return location
         url = urljoin(url, location)
-    raise UrlRefused(f"the URL redirects more than {MAX_REDIRECTS} times")
+    raise UrlRefusedError(f"the URL redirects more than {MAX_REDIRECTS} times")
 
 
 def _remaining(deadline: float) -> float:
@@ -178,13 +178,13 @@ def _get(
         if response.status in (301, 302, 303, 307, 308):
             location = response.getheader("Location")
             if not location:
-                raise UrlRefused(f"the image URL answered HTTP {response.status} without a Location")
+                raise UrlRefusedError(f"the image URL answered HTTP {response.status} without a Location")
             return location
         if response.status != 200:
-            raise UrlRefused(f"the image URL answered HTTP {response.status} {response.reason}"[:200])
+            raise UrlRefusedError(f"the image URL answered HTTP {response.status} {response.reason}"[:200])
         length = response.getheader("Content-Length", "")
         if length.isdigit() and int(length) > policy.max_bytes:
-            raise UrlRefused(f"the image at the URL is {length} bytes, over the limit of {policy.max_bytes}", 413)
+            raise UrlRefusedError(f"the image at the URL is {length} bytes, over the limit of {policy.max_bytes}", 413)
         size = 0
         while True:
             if connection.sock is not None:
@@ -194,7 +194,7 @@ def _get(
                 return size
             size += len(chunk)
             if size > policy.max_bytes:
-                raise UrlRefused(f"the image at the URL is over the limit of {policy.max_bytes} bytes", 413)
+                raise UrlRefusedError(f"the image at the URL is over the limit of {policy.max_bytes} bytes", 413)
             write(chunk)
             _remaining(deadline)
     finally:

@@ -55,11 +55,11 @@ class ImageError(ValueError):
     status = 400
 
 
-class UnsupportedImage(ImageError):
+class UnsupportedImageError(ImageError):
     status = 415
 
 
-class ImageTooLarge(ImageError):
+class ImageTooLargeError(ImageError):
     status = 413
 
 
@@ -78,7 +78,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             img: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)  # only these decoders ever see a request
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageTooLarge(
+                raise ImageTooLargeError(
                     f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
                 )
             img.seek(0)
@@ -87,9 +87,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from None
+        raise ImageTooLargeError(f"image refused as a decompression bomb: {exc}") from None
     except UnidentifiedImageError:
-        raise UnsupportedImage(
+        raise UnsupportedImageError(
             "the data is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, NotImplementedError) as exc:
@@ -154,10 +154,7 @@ def preprocess(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of 1-D linear interpolation with align_corners=True."""
-    if n_out > 1:
-        scale = np.float32((n_in - 1) / (n_out - 1))
-    else:
-        scale = np.float32(0.0)
+    scale = np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0.0)
     src = np.arange(n_out, dtype=np.float32) * scale
     low = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     high = np.minimum(low + 1, n_in - 1)

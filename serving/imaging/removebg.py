@@ -30,7 +30,7 @@ WHITE = (255, 255, 255, 255)
 _RGBA_PNG = CutoutParams(output="rgba", format="png")
 
 
-class NoForeground(ImageError):
+class NoForegroundError(ImageError):
     """Nothing in the image (or its region of interest) was found as foreground."""
 
 
@@ -162,7 +162,9 @@ def removebg_result(
         apply_roi(rgba, params.roi)
     box = foreground_box(rgba[..., 3])
     if box is None:
-        raise NoForeground("could not identify a foreground in the image" + (" inside the roi" if params.roi else ""))
+        raise NoForegroundError(
+            "could not identify a foreground in the image" + (" inside the roi" if params.roi else "")
+        )
     if params.scale is not None or params.position is not None:
         rgba = place_subject(rgba, box, params.scale, params.position or (0.5, 0.5))
         box = foreground_box(rgba[..., 3]) or box

@@ -150,7 +150,8 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
     files, reasons = image_set()
     good = good_paths(files, reasons)
     listed = good | set(reasons) | IGNORED
-    assert len(listed) == 45 and len(good) == 38
+    assert len(listed) == 45
+    assert len(good) == 38
     bucket = storage.Client().create_bucket(f"batch-{uuid.uuid4().hex[:8]}")
     for path, data in files.items():
         bucket.blob(f"in/{path}").upload_from_string(data)
@@ -163,12 +164,14 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
     deadline = time.monotonic() + 300
     while len(bucket_objects(bucket, "out/")) < 3:
-        assert process.poll() is None and time.monotonic() < deadline, "task 1 ended before it was killed"
+        assert process.poll() is None, "task 1 ended before it was killed"
+        assert time.monotonic() < deadline, "task 1 ended before it was killed"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     before = {name: blob.generation for name, blob in bucket_objects(bucket, "out/").items()}
-    assert 3 <= len(before) < 15 and not any(name.startswith(".inspyrenet-batch/") for name in before)
+    assert 3 <= len(before) < 15
+    assert not any(name.startswith(".inspyrenet-batch/") for name in before)
 
     rerun = run_batch(src, dst, "--shard", "1/3", env=batch_env)
     summaries = [run_batch(src, dst, "--shard", f"{i}/3", env=batch_env) for i in (0, 2)] + [rerun]
@@ -176,10 +179,8 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
     # The rerun redid nothing: what the killed task wrote is there in its first (and only) generation.
     after = bucket_objects(bucket, "out/")
     assert {name: after[name].generation for name in before} == before
-    assert (
-        rerun["skipped"] == len(before)
-        and rerun["done"] + rerun["skipped"] + len(rerun["failed"]) + len(rerun["ignored"]) == rerun["assigned"]
-    )
+    assert rerun["skipped"] == len(before)
+    assert rerun["done"] + rerun["skipped"] + len(rerun["failed"]) + len(rerun["ignored"]) == rerun["assigned"]
     # Every image went to exactly one task; one output per good image, a failure entry per bad one.
     assert sorted(s["assigned"] for s in summaries) == sorted(len(range(i, len(listed), 3)) for i in range(3))
     assert all(s["listing"] == summaries[0]["listing"] for s in summaries)
@@ -214,7 +215,8 @@ def test_three_shards_over_a_bucket_with_one_killed_and_rerun(gcs_emulator, batc
 
     # A task whose outputs are all there redoes nothing and loads no image.
     again = run_batch(src, dst, "--shard", "0/3", env=batch_env)
-    assert again["done"] == 0 and again["skipped"] == summaries[0]["done"]
+    assert again["done"] == 0
+    assert again["skipped"] == summaries[0]["done"]
 
 
 def test_local_folder_with_parameters_is_the_servers_answer_and_reruns_only_what_changed(tmp_path, batch_env, server):
@@ -227,7 +229,9 @@ def test_local_folder_with_parameters_is_the_servers_answer_and_reruns_only_what
     params = {"format": "webp", "max_size": "180", "refine": "true"}
     args = (str(src), str(dst), "--format", "webp", "--max-size", "180", "--refine")
     first = run_batch(*args, env=batch_env)
-    assert first["done"] == 3 and first["failed"] == [] and first["params"]["format"] == "webp"
+    assert first["done"] == 3
+    assert first["failed"] == []
+    assert first["params"]["format"] == "webp"
     for path in chosen:
         out = dst / output_path(path, "webp")
         assert out.read_bytes() == server_cutout(server, files[path], params), path
@@ -259,12 +263,14 @@ def test_cpu_lanes_trade_byte_identity_for_throughput_within_one_alpha_level(tmp
         (tmp_path / "in" / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "in" / path).write_bytes(files[path])
     summary = run_batch(str(tmp_path / "in"), str(tmp_path / "out"), "--cpu-lanes", "2", env=batch_env)
-    assert summary["done"] == 3 and summary["cpu_lanes"] == 2
+    assert summary["done"] == 3
+    assert summary["cpu_lanes"] == 2
     differing = pixels = 0
     for path in chosen:
         ours = np.asarray(Image.open(tmp_path / "out" / output_path(path, "png")), dtype=np.int16)
         api = np.asarray(Image.open(io.BytesIO(server_cutout(server, files[path], {}))), dtype=np.int16)
-        assert ours.shape == api.shape and np.array_equal(ours[..., :3], api[..., :3])
+        assert ours.shape == api.shape
+        assert np.array_equal(ours[..., :3], api[..., :3])
         delta = np.abs(ours[..., 3] - api[..., 3])
         assert delta.max() <= 1, path
         differing += int((delta > 0).sum())
@@ -281,7 +287,9 @@ def test_a_missing_bucket_is_one_line_before_any_work(gcs_emulator, tmp_path, ba
     ):
         result = serving_command(*args, env=batch_env, timeout=120)
         errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
-        assert result.returncode == 1 and len(errors) == 1 and words in errors[0], result.stderr
+        assert result.returncode == 1, result.stderr
+        assert len(errors) == 1, result.stderr
+        assert words in errors[0], result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -295,11 +303,14 @@ def test_a_write_that_fails_stops_the_task_in_one_line_and_a_rerun_finishes(tmp_
     (tmp_path / "out" / "b.png").mkdir(parents=True)
     result = serving_command(str(tmp_path / "in"), str(tmp_path / "out"), env=batch_env, timeout=300)
     errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
-    assert result.returncode == 1 and len(errors) == 1 and "b.png" in errors[0], result.stderr
+    assert result.returncode == 1, result.stderr
+    assert len(errors) == 1, result.stderr
+    assert "b.png" in errors[0], result.stderr
     assert not (tmp_path / "out" / ".inspyrenet-batch" / "summary-task-0-of-1.json").exists()
     (tmp_path / "out" / "b.png").rmdir()
     rerun = run_batch(str(tmp_path / "in"), str(tmp_path / "out"), env=batch_env)
-    assert rerun["done"] + rerun["skipped"] == 2 and rerun["done"] >= 1
+    assert rerun["done"] + rerun["skipped"] == 2
+    assert rerun["done"] >= 1
 
 
 NOISY_RUNTIME = """
@@ -351,5 +362,7 @@ def test_user_errors_are_one_line(tmp_path, batch_env, args, env, words):
     result = serving_command(*args, env={**batch_env, **env}, timeout=120)
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
-    assert len(errors) == 1 and errors[0].startswith("error: ") and words in errors[0], result.stderr
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: "), result.stderr
+    assert words in errors[0], result.stderr
     assert result.stdout == ""

@@ -60,14 +60,16 @@ def test_manifest_describes_the_bundle(fast_bundle, synthetic_checkpoint):
     bundle = load(fast_bundle)
     manifest = json.loads((fast_bundle / "manifest.json").read_text())  # the file, as any reader sees it
     assert bundle.manifest.to_json() == manifest  # the typed contract reads and writes it unchanged
-    assert manifest["mode"] == "fast" and manifest["schema_version"] == 1
+    assert manifest["mode"] == "fast"
+    assert manifest["schema_version"] == 1
     assert manifest["input"]["shape"] == ["N", 3, 384, 384]
     assert manifest["input"]["dtype"] == "float32"
     assert manifest["input"]["mean"] == [0.485, 0.456, 0.406]
     assert manifest["output"]["shape"] == ["N", 1, 384, 384]
     assert manifest["checkpoint"]["sha256"] == synthetic_checkpoint.sha256
     assert manifest["checkpoint"]["source"] == "synthetic:0"
-    assert manifest["production_ready"] is False and "warning" in manifest["checkpoint"]
+    assert manifest["production_ready"] is False
+    assert "warning" in manifest["checkpoint"]
     assert [(a.file, a.backend, a.precision, a.role or "serve") for a in bundle.artifacts] == [
         ("model.ts", "torchscript", "fp32", "serve"),
         ("model.onnx", "onnxruntime", "fp32", "serve"),
@@ -82,8 +84,10 @@ def test_manifest_describes_the_bundle(fast_bundle, synthetic_checkpoint):
     onnx = bundle.artifact("onnxruntime")
     assert [e.file for e in onnx.extra_files] == ["model.onnx.data"]
     build = manifest["build"]
-    assert build["packages"]["torch"] and build["packages"]["transparent-background"] == "1.3.4"
-    assert "gpu" in build and build["python"]
+    assert build["packages"]["torch"]
+    assert build["packages"]["transparent-background"] == "1.3.4"
+    assert "gpu" in build
+    assert build["python"]
 
 
 @pytest.mark.parametrize("backend", ["torchscript", "onnxruntime"])
@@ -127,7 +131,8 @@ def test_one_flipped_byte_is_refused(fast_bundle, tmp_path):
     with pytest.raises(BundleError, match="model.onnx: sha256 .* does not match"):
         load(copy)
     result = run_cli("verify", str(copy))
-    assert result.returncode == 1 and "does not match the manifest" in result.stderr
+    assert result.returncode == 1
+    assert "does not match the manifest" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -156,7 +161,8 @@ def test_manifest_path_escape_is_refused(fast_bundle, tmp_path):
 def test_verify_command_accepts_a_good_bundle(fast_bundle):
     result = run_cli("verify", str(fast_bundle))
     assert result.returncode == 0, result.stderr
-    assert "ok  torchscript" in result.stdout and "ok  onnxruntime" in result.stdout
+    assert "ok  torchscript" in result.stdout
+    assert "ok  onnxruntime" in result.stdout
     assert "not for production" in result.stdout
 
 
@@ -164,7 +170,8 @@ def test_verify_command_accepts_a_good_bundle(fast_bundle):
 def test_build_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     result = run_cli("build", "--checkpoint", "synthetic", "--out", str(tmp_path))
-    assert result.returncode == 1 and "holds no bundle; refusing to replace it" in result.stderr
+    assert result.returncode == 1
+    assert "holds no bundle; refusing to replace it" in result.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
@@ -190,7 +197,8 @@ def test_killed_build_leaves_the_previous_bundle_intact(fast_bundle, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert "check torchscript" in seen, seen
-    assert exporters and not wait_gone(exporters), "the second export process outlived its build"
+    assert exporters, "the second export process outlived its build"
+    assert not wait_gone(exporters), "the second export process outlived its build"
     assert (out / "manifest.json").read_bytes() == manifest_before
     load(out)  # every file the manifest lists is there and intact
 

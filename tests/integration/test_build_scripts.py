@@ -47,7 +47,8 @@ def test_cpu_build_script_stops_at_a_failed_build_and_publishes_nothing(tmp_path
         "build-bundles.sh", tmp_path, {"PUBLISH_URI": "gs://acme-bundles/cpu"}, fail_on="--mode base "
     )
     assert result.returncode != 0
-    assert len(calls) == 1 and calls[0].startswith("build --mode base")
+    assert len(calls) == 1
+    assert calls[0].startswith("build --mode base")
 
 
 def test_engine_script_pulls_adds_required_engines_then_publishes(tmp_path):
@@ -102,7 +103,9 @@ def test_engine_script_stops_when_the_published_check_fails(tmp_path):
 )
 def test_engine_script_refuses_bad_inputs_before_any_work(tmp_path, env, args, words):
     result, calls = run_script("build-engines.sh", tmp_path, env, args=args)
-    assert result.returncode == 2 and words in result.stderr and calls == []
+    assert result.returncode == 2
+    assert words in result.stderr
+    assert calls == []
 
 
 def test_engine_script_stops_when_an_engine_cannot_be_built(tmp_path):

@@ -19,7 +19,8 @@ def one_error_line(result) -> str:
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert len(errors) == 1, result.stderr
+    assert lines[-1] == errors[0], result.stderr
     assert all(line.startswith("ok ") for line in lines[:-1]), result.stderr
     return errors[0]
 
@@ -43,7 +44,8 @@ def test_synthetic_masks_are_not_saturated(eager_model, photo_batch):
     soft = ((masks > 0.05) & (masks < 0.95)).mean()
     assert soft > 0.2, f"only {soft:.1%} of pixels are soft: masks saturated"
     per_image_foreground = (masks > 0.5).mean(axis=(1, 2, 3))
-    assert (per_image_foreground > 0.02).all() and (per_image_foreground < 0.98).all()
+    assert (per_image_foreground > 0.02).all()
+    assert (per_image_foreground < 0.98).all()
 
 
 def test_different_seeds_differ(synthetic_checkpoint):
@@ -63,7 +65,8 @@ def test_local_checkpoint_file_is_used(synthetic_checkpoint):
     from pipeline.export.model import expected_keys
 
     local = resolve(str(synthetic_checkpoint.path), "fast")
-    assert local.kind == "file" and local.production_ready
+    assert local.kind == "file"
+    assert local.production_ready
     assert local.sha256 == synthetic_checkpoint.sha256
     state = load_state_dict(local, expected_keys(FAST_SIZE))
     assert len(state) == len(expected_keys(FAST_SIZE))
@@ -100,7 +103,9 @@ def test_state_dict_of_another_model(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(2, 2), "fc.bias": torch.zeros(2)}, path)
     line = one_error_line(run_cli("build", "--checkpoint", str(path), "--out", str(tmp_path / "o")))
-    assert "does not fit InSPyReNet_SwinB" in line and "missing keys" in line and "and " in line
+    assert "does not fit InSPyReNet_SwinB" in line
+    assert "missing keys" in line
+    assert "and " in line
 
 
 @pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
@@ -140,7 +145,8 @@ def test_official_checkpoint_reuses_transparent_background_cache(tmp_path, monke
     (home / "config.yaml").write_text(config)
     monkeypatch.setenv("TRANSPARENT_BACKGROUND_FILE_PATH", str(tmp_path))
     resolved = checkpoint.resolve("official", "fast")
-    assert resolved.path == cached and resolved.production_ready
+    assert resolved.path == cached
+    assert resolved.production_ready
 
 
 def test_gs_checkpoint_is_downloaded_and_cached(gcs_emulator, synthetic_checkpoint):
@@ -152,10 +158,12 @@ def test_gs_checkpoint_is_downloaded_and_cached(gcs_emulator, synthetic_checkpoi
     bucket = client.create_bucket("weights")
     bucket.blob("inspyrenet/synthetic.pth").upload_from_filename(str(synthetic_checkpoint.path))
     first = resolve("gs://weights/inspyrenet/synthetic.pth", "fast")
-    assert first.kind == "gcs" and first.sha256 == synthetic_checkpoint.sha256
+    assert first.kind == "gcs"
+    assert first.sha256 == synthetic_checkpoint.sha256
     mtime = first.path.stat().st_mtime_ns
     second = resolve("gs://weights/inspyrenet/synthetic.pth", "fast")
-    assert second.path == first.path and second.path.stat().st_mtime_ns == mtime  # cache hit
+    assert second.path == first.path
+    assert second.path.stat().st_mtime_ns == mtime
 
 
 @pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
@@ -175,4 +183,5 @@ def test_unreadable_gs_object(gcs_emulator, tmp_path, uri, expected):
         client.create_bucket("weights")
     env = {"STORAGE_EMULATOR_HOST": gcs_emulator.url}
     line = one_error_line(run_cli("build", "--checkpoint", uri, "--out", str(tmp_path / "o"), env=env))
-    assert expected in line and "cannot read checkpoint" in line
+    assert expected in line
+    assert "cannot read checkpoint" in line

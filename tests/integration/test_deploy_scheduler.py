@@ -64,7 +64,8 @@ def test_scheduler_without_credentials_fails_in_one_line(tmp_path):
     }
     result = scheduler(*SCHEDULE_ARGS, env=env)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: no Google credentials") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: no Google credentials"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 @pytest.mark.slow  # runs gcloud or the scheduler script in a new process
@@ -85,4 +86,6 @@ def test_scheduler_without_credentials_fails_in_one_line(tmp_path):
 def test_scheduler_refuses_bad_arguments(args, words):
     pytest.importorskip("google.cloud.scheduler_v1")
     result = scheduler(*args, "--dry-run")
-    assert result.returncode == 2 and words in result.stderr and result.stdout == ""
+    assert result.returncode == 2
+    assert words in result.stderr
+    assert result.stdout == ""

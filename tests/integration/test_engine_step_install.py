@@ -46,20 +46,27 @@ def test_the_engine_step_runs_in_the_build_images_install_without_torch(engine_s
     assert validated.returncode == 0, validated.stdout[-2000:] + validated.stderr[-3000:]
     assert "parity references: stored in the bundle" in validated.stderr
     report = json.loads((copy / "parity" / "report.json").read_text())
-    assert report["references"] == "stored in the bundle" and report["passed"] is True
+    assert report["references"] == "stored in the bundle"
+    assert report["passed"] is True
     islands = next(b for b in report["backends"] if b["backend"] == "pytorch-fp16-islands")
-    assert islands["status"] == "skipped" and "needs torch" in islands["reason"]
+    assert islands["status"] == "skipped"
+    assert "needs torch" in islands["reason"]
 
     skipped = run([inspyrenet, "build-engine", copy])
-    assert skipped.returncode == 0 and "TensorRT artifact skipped: " in skipped.stdout + skipped.stderr, skipped.stderr
+    assert skipped.returncode == 0, skipped.stderr
+    assert "TensorRT artifact skipped: " in skipped.stdout + skipped.stderr, skipped.stderr
     required = run([inspyrenet, "build-engine", copy, "--require-tensorrt"])
     lines = (required.stdout + required.stderr).strip().splitlines()
-    assert required.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert required.returncode == 1, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: "), lines
 
     checked = run([inspyrenet, "gpu-check", copy, "--out", tmp_path / "check"])
     summary = json.loads(checked.stdout)
-    assert checked.returncode == 3 and summary["status"] == "no GPU", checked.stderr[-2000:]
-    assert summary["environment"]["tensorrt-lean-cu12"] and summary["environment"]["cuda-bindings"].startswith("12.")
+    assert checked.returncode == 3, checked.stderr[-2000:]
+    assert summary["status"] == "no GPU", checked.stderr[-2000:]
+    assert summary["environment"]["tensorrt-lean-cu12"]
+    assert summary["environment"]["cuda-bindings"].startswith("12.")
     for stage in ("bundle", "engine_build", "tensorrt", "onnxruntime_cuda"):
         assert summary[stage]["skipped"].startswith("no GPU: ")
     assert json.loads((tmp_path / "check" / "gpu-check.json").read_text()) == summary

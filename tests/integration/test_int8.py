@@ -33,7 +33,9 @@ def test_the_build_writes_the_int8_artifact_with_its_own_parity_row(fast_bundle,
     int8, fp32 = bundle.artifact(INT8_LABEL), bundle.artifact("onnxruntime")
     assert (int8.file, int8.precision, int8.device, int8.optional) == (onnx_int8.FILE, "int8", "cpu", True)
     quantization = int8.quantization
-    assert quantization["method"] == "static" and quantization["format"] == "QDQ" and quantization["per_channel"]
+    assert quantization["method"] == "static"
+    assert quantization["format"] == "QDQ"
+    assert quantization["per_channel"]
     flags = onnx_int8.cpu_flags()
     assert quantization["reduce_range"] is (not onnx_int8.has_vnni(flags))
     assert quantization["built_on"] == onnx_int8.instruction_set(flags)
@@ -55,7 +57,8 @@ def test_the_build_writes_the_int8_artifact_with_its_own_parity_row(fast_bundle,
     convs = sum(n.op_type == "Conv" for n in graph.node)
     assert int8_weights == {"Conv": convs, "MatMul": quantization["weight_matmuls"]}
     norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
-    assert norms and all(constants[name] == onnx.TensorProto.FLOAT for n in norms for name in n.input[1:])
+    assert norms
+    assert all(constants[name] == onnx.TensorProto.FLOAT for n in norms for name in n.input[1:])
 
     row = parity_row(fast_bundle, INT8_LABEL)
     assert (row["limits_class"], row["optional"], row["status"]) == ("int8", True, int8.parity.status)
@@ -63,7 +66,8 @@ def test_the_build_writes_the_int8_artifact_with_its_own_parity_row(fast_bundle,
     assert report["limits"]["int8"] == report["limits"]["fp16"]
     assert any("synthetic" in note for note in report["notes"])
     # The optional row does not decide the bundle's verdict, whatever it says.
-    assert report["passed"] and bundle.manifest.validation.status == "passed"
+    assert report["passed"]
+    assert bundle.manifest.validation.status == "passed"
     if int8.parity.status == "failed":
         assert INT8_LABEL not in [a.name for a in candidates(bundle, "auto")[0]]
 
@@ -142,8 +146,11 @@ def test_the_gate_refuses_a_planted_int8_and_the_server_follows_its_verdict(fast
     write_manifest(copy, manifest)
     bundle = load_bundle(copy, verify=True)
     planted = run_backend(bundle, bundle.artifact(INT8_LABEL), cases, DEFAULT_LIMITS)
-    assert planted["status"] == "failed" and planted["summary"].startswith("5/5 images fail"), planted["summary"]
+    assert planted["status"] == "failed", planted["summary"]
+    assert planted["summary"].startswith("5/5 images fail"), planted["summary"]
     assert planted["limits_class"] == "int8"
     assert record_and_serve(copy, planted) == "onnxruntime"
     result = run_cli("serve", "--artifacts", str(copy), "--backend", INT8_LABEL, "--port", "18998")
-    assert result.returncode == 1 and "refusing to serve it" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert "refusing to serve it" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -42,7 +42,8 @@ def test_island_weights_stay_fp32_and_the_rest_is_fp16(mixed, state):
         for k in state
         if ".norm" in k and k.endswith((".weight", ".bias")) and state[k].dim() == 1 and "backbone" in k
     }
-    assert layer_norms and layer_norms <= kept
+    assert layer_norms
+    assert layer_norms <= kept
     assert any(k.endswith("relative_position_bias_table") for k in kept)
     assert {"network.attention0.threshold", "network.attention0.lthreshold"} <= kept
     assert "network.attention0.conv_key.0.bn.running_var" in kept
@@ -67,7 +68,8 @@ def test_export_graph_has_fp32_islands_and_explicit_casts(program):
     assert "float16" in dtypes["conv2d"]
     assert implicit_promotions(program) == []
     inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name == "image"]
-    assert inputs and inputs[0].meta["val"].dtype == torch.float32
+    assert inputs
+    assert inputs[0].meta["val"].dtype == torch.float32
 
 
 def test_exported_graph_runs_any_batch_like_the_model(program, mixed, photo_batch):
@@ -77,7 +79,8 @@ def test_exported_graph_runs_any_batch_like_the_model(program, mixed, photo_batc
     with torch.no_grad(), Fp16Emulation():  # fp16 storage at fp32 speed, on any CPU
         exported = program.module()(torch.from_numpy(images))
         single = mixed(torch.from_numpy(images[1:2]))
-    assert exported.dtype == torch.float32 and exported.shape == (3, 1, *FAST_SIZE)
+    assert exported.dtype == torch.float32
+    assert exported.shape == (3, 1, *FAST_SIZE)
     assert float((exported[1:2] - single).abs().max()) < 1e-2
 
 
@@ -94,7 +97,7 @@ def test_mixed_precision_parity_against_fp32(mixed, eager_model, photo_batch):
                 half = mixed(x).numpy()[0, 0]
         metrics = mask_metrics(half, reference)
         assert metrics["nonfinite"] == 0
-        assert 0 < metrics["max_abs"], "an fp16 graph that matches fp32 exactly did not run in fp16"
+        assert metrics["max_abs"] > 0, "an fp16 graph that matches fp32 exactly did not run in fp16"
         assert failures(metrics, DEFAULT_LIMITS["fp16"]["model"]) == [], (name, metrics)
 
 
@@ -131,6 +134,8 @@ def test_fp16_check_reports_a_planted_overflow(state, eager_model, photo_batch):
 
     result = check(planted)
     assert result["execution"]["mode"] == "emulated"
-    assert result["status"] == "failed" and result["worst"]["model"]["nonfinite"] > 0, result["summary"]
+    assert result["status"] == "failed", result["summary"]
+    assert result["worst"]["model"]["nonfinite"] > 0, result["summary"]
     clean = check(state)
-    assert clean["status"] == "passed" and clean["worst"]["model"]["nonfinite"] == 0, clean["summary"]
+    assert clean["status"] == "passed", clean["summary"]
+    assert clean["worst"]["model"]["nonfinite"] == 0, clean["summary"]

@@ -22,7 +22,8 @@ def test_build_validates_and_records_parity(fast_bundle):
         assert artifact["parity"]["status"] == "passed" or artifact.get("optional"), artifact["parity"]
         assert artifact["parity"]["limits_class"] == artifact["precision"]  # fp32, fp16 or int8
     report = json.loads((fast_bundle / "parity" / "report.json").read_text())
-    assert report["passed"] is True and report["references"].startswith("computed")
+    assert report["passed"] is True
+    assert report["references"].startswith("computed")
     assert manifest["parity_references"]["checkpoint_sha256"] == manifest["checkpoint"]["sha256"]
     names = {image["name"] for image in report["images"]}
     assert {
@@ -43,7 +44,8 @@ def test_build_validates_and_records_parity(fast_bundle):
                 metrics = result["metrics"][reference]
                 assert set(metrics) == {"mean_abs", "max_abs", "p999_abs", "iou", "off_share", "nonfinite"}
             assert result["latency_ms"] > 0
-    assert "fp16" in report["limits"] and "environment" in report
+    assert "fp16" in report["limits"]
+    assert "environment" in report
 
 
 def test_html_report_references_only_existing_files(fast_bundle):
@@ -91,15 +93,18 @@ def validate_fails_on_torchscript(bundle: Path, images: Path, metric_words: tupl
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads((bundle / "parity" / "report.json").read_text())
     by_label = {b["label"]: b for b in report["backends"]}
-    assert by_label["onnxruntime"]["status"] == "passed" and by_label["onnxruntime-fp16"]["status"] == "passed"
+    assert by_label["onnxruntime"]["status"] == "passed"
+    assert by_label["onnxruntime-fp16"]["status"] == "passed"
     failed = by_label["torchscript"]
     assert failed["status"] == "failed"
     every_failure = " ".join(f for result in failed["results"] for f in result["failures"])
     assert any(word in every_failure for word in metric_words), every_failure
     assert re.search(r"(mean_abs|p999_abs|max_abs|iou|off_share|nonfinite) ", failed["summary"])
-    assert "torchscript" in result.stdout and "failed" in result.stdout  # the terminal table
+    assert "torchscript" in result.stdout
+    assert "failed" in result.stdout
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: parity failed: torchscript (") and "onnxruntime" not in error
+    assert error.startswith("error: parity failed: torchscript (")
+    assert "onnxruntime" not in error
     manifest = json.loads((bundle / "manifest.json").read_text())
     parity = {a["file"]: a["parity"]["status"] for a in manifest["artifacts"] if not a.get("optional")}
     assert parity == {"model.ts": "failed", "model.onnx": "passed", "model.fp16.onnx": "passed"}
@@ -158,11 +163,15 @@ def test_server_never_picks_an_artifact_that_failed_parity(fast_bundle, tmp_path
     bundle = load_bundle(copy, verify=False)
     chosen, skipped = candidates(bundle, "auto")
     assert [a.backend for a in chosen] == ["torchscript"]
-    assert skipped and "onnxruntime" in skipped[0] and "failed parity" in skipped[0]
+    assert skipped
+    assert "onnxruntime" in skipped[0]
+    assert "failed parity" in skipped[0]
     with pytest.raises(SelectionError, match="failed parity"):
         candidates(bundle, "onnxruntime")
     result = run_cli("serve", "--artifacts", str(copy), "--backend", "onnxruntime", "--port", "18999")
-    assert result.returncode == 1 and "failed parity" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert "failed parity" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_stored_references_match_the_model(fast_bundle, eager_model):
@@ -172,7 +181,8 @@ def test_stored_references_match_the_model(fast_bundle, eager_model):
     from serving.bundle import load_bundle
 
     cases = load(load_bundle(fast_bundle, verify=False))
-    assert len(cases) == 12 and cases[0].model_reference.shape == FAST_SIZE
+    assert len(cases) == 12
+    assert cases[0].model_reference.shape == FAST_SIZE
     with torch.no_grad():
         eager = eager_model(torch.from_numpy(cases[0].tensor)).numpy()[0, 0]
     assert float(np.abs(cases[0].model_reference - eager).max()) < 1e-5  # uint16 storage: under 8e-6
@@ -186,5 +196,6 @@ def test_tampered_stored_references_are_refused(fast_bundle, tmp_path):
     masks.write_bytes(bytes(data))
     for command in (("validate", str(copy), "--no-fp16-islands"), ("verify", str(copy))):
         result = run_cli(*command)
-        assert result.returncode == 1 and "Traceback" not in result.stderr, command
+        assert result.returncode == 1, command
+        assert "Traceback" not in result.stderr, command
         assert "does not match its sha256" in result.stderr.strip().splitlines()[-1], command

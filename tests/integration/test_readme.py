@@ -24,8 +24,11 @@ def readme_commands() -> tuple[str, str]:
 
 def test_readme_serve_then_curl_cuts_out_a_photo(fast_bundle, tmp_path):
     serve, curl = readme_commands()
-    assert serve.startswith(".venv/bin/inspyrenet serve ") and "--port 8080" in serve
-    assert curl.startswith("curl ") and "127.0.0.1:8080" in curl and "@photo.jpg" in curl
+    assert serve.startswith(".venv/bin/inspyrenet serve ")
+    assert "--port 8080" in serve
+    assert curl.startswith("curl ")
+    assert "127.0.0.1:8080" in curl
+    assert "@photo.jpg" in curl
     port = free_port()
     # As written, but in this test's environment, on the run's bundle and a free port.
     argv = shlex.split(serve.replace("artifacts/fast", str(fast_bundle)).replace("--port 8080", f"--port {port}"))

@@ -50,7 +50,8 @@ def test_health_turns_200_only_when_warm(server):
     phases = {line["phase"] for line in server.log_lines() if line.get("message") == "startup phase"}
     assert {"manifest", "verify", "imports", "load", "warmup", "total"} <= phases
     ready = [line for line in server.log_lines() if line.get("message") == "ready"]
-    assert ready and ready[0]["backend"] == "onnxruntime"
+    assert ready
+    assert ready[0]["backend"] == "onnxruntime"
 
 
 def test_every_log_line_is_one_json_object_ours_and_uvicorns(server):
@@ -66,9 +67,12 @@ def test_default_output_is_rgba_png_of_input_size(client):
     response = post_image(client, photo_bytes())
     img = decode(response)
     assert response.headers["content-type"] == "image/png"
-    assert img.format == "PNG" and img.mode == "RGBA" and img.size == (451, 300)
+    assert img.format == "PNG"
+    assert img.mode == "RGBA"
+    assert img.size == (451, 300)
     assert response.headers["x-backend"] == "onnxruntime"
-    assert float(response.headers["x-inference-ms"]) > 0 and float(response.headers["x-total-ms"]) > 0
+    assert float(response.headers["x-inference-ms"]) > 0
+    assert float(response.headers["x-total-ms"]) > 0
     assert (response.headers["x-image-width"], response.headers["x-image-height"]) == ("451", "300")
     assert f'size;desc="{len(response.content)} bytes png"' in response.headers["server-timing"]
 
@@ -123,7 +127,8 @@ def test_multipart_and_json_inputs(client):
 def test_output_types_and_formats(client, params, fmt, mode):
     response = post_image(client, photo_bytes(), **params)
     img = decode(response)
-    assert img.format == fmt and img.size == (451, 300)
+    assert img.format == fmt
+    assert img.size == (451, 300)
     if mode:
         assert img.mode == mode
     assert response.headers["content-type"] == f"image/{fmt.lower()}"
@@ -141,7 +146,8 @@ def test_webp_is_lossless_unless_a_quality_is_asked_and_alpha_stays_exact(client
     assert 0 < np.abs(lossy_pixels[visible][:, :3] - png[visible][:, :3]).mean() < 8
     small = post_image(client, data, format="jpeg", output="rgb", quality="30")
     large = post_image(client, data, format="jpeg", output="rgb", quality="95")
-    assert decode(small).size == decode(large).size and len(small.content) < len(large.content)
+    assert decode(small).size == decode(large).size
+    assert len(small.content) < len(large.content)
 
 
 def test_rgb_composites_on_the_background_colour(client):
@@ -172,7 +178,8 @@ def test_refine_changes_only_edge_colours(client):
     assert np.array_equal(plain[..., 3], refined[..., 3])
     solid = plain[..., 3] >= 254
     changed = np.abs(plain[..., :3] - refined[..., :3]).max(axis=-1) > 0
-    assert changed.any() and solid.any()
+    assert changed.any()
+    assert solid.any()
     # Opaque pixels keep their colour (within what 1-2 alpha levels below opaque allow).
     assert np.abs(plain[solid][:, :3] - refined[solid][:, :3]).max() <= 3
 
@@ -197,7 +204,8 @@ def test_image_modes_work(client, mode, fmt):
     else:
         data = photo_bytes(fmt, mode=mode)
     img = decode(post_image(client, data, content_type=f"image/{fmt.lower()}"))
-    assert img.mode == "RGBA" and img.size == (451, 300)
+    assert img.mode == "RGBA"
+    assert img.size == (451, 300)
 
 
 def test_animated_gif_uses_first_frame(client):
@@ -205,7 +213,8 @@ def test_animated_gif_uses_first_frame(client):
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     img = np.asarray(decode(post_image(client, buffer.getvalue(), content_type="image/gif")))
-    assert img[24, 32, 0] > 200 and img[24, 32, 2] < 60
+    assert img[24, 32, 0] > 200
+    assert img[24, 32, 2] < 60
 
 
 def truncated(fmt: str) -> bytes:
@@ -297,7 +306,9 @@ def test_warmup_answers_at_once_with_cors(client):
     response = client.post("/warmup", headers={"Origin": ORIGIN})
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "warm" and body["backend"] == "onnxruntime" and body["startup_seconds"] > 0
+    assert body["status"] == "warm"
+    assert body["backend"] == "onnxruntime"
+    assert body["startup_seconds"] > 0
     assert response.headers["access-control-allow-origin"] == ORIGIN
 
 
@@ -335,8 +346,8 @@ def settled_metrics(client, **labels) -> str:
 
 
 def test_metrics_move(client):
-    ok = dict(route=API, status="200")
-    bad = dict(route=API, status="415")
+    ok = {"route": API, "status": "200"}
+    bad = {"route": API, "status": "415"}
     before = settled_metrics(client, **ok)
     post_image(client, photo_bytes(), output="mask")
     post_image(client, b"junk")
@@ -366,7 +377,8 @@ def test_api_key_guards_inference(keyed_server):
     with httpx.Client(base_url=keyed_server.url, timeout=120) as http:
         assert http.get("/health").status_code == 200  # the startup probe sends no key
         refused = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg"})
-        assert refused.status_code == 401 and "X-API-Key" in refused.json()["detail"]
+        assert refused.status_code == 401
+        assert "X-API-Key" in refused.json()["detail"]
         wrong = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg", "X-API-Key": "nope"})
         assert wrong.status_code == 401
         ok = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg", **KEY_HEADER})

@@ -77,7 +77,7 @@ def faults_server(fast_bundle, tmp_path_factory):
 
 
 def taken_by(server, pid: int) -> list[Path]:
-    return [path for path in server.run_parent.glob(f"inspyrenet-run-*/taken/{pid}/*")]
+    return list(server.run_parent.glob(f"inspyrenet-run-*/taken/{pid}/*"))
 
 
 def test_a_killed_worker_is_replaced_and_its_request_answered_503(faults_server):
@@ -92,7 +92,8 @@ def test_a_killed_worker_is_replaced_and_its_request_answered_503(faults_server)
     os.kill(pid, signal.SIGKILL)  # what an OOM kill does
     thread.join(timeout=60)
     response = result["response"]  # before: no response at all (the request hung, then was dropped)
-    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
     assert "inference worker stopped" in response.json()["detail"]
     codes = []
     deadline = time.monotonic() + 120
@@ -101,21 +102,24 @@ def test_a_killed_worker_is_replaced_and_its_request_answered_503(faults_server)
         if codes[-1] == 200 and 503 in codes:
             break
         time.sleep(0.1)
-    assert 503 in codes and codes[-1] == 200  # 503 while no worker is warm, 200 once the new one is
+    assert 503 in codes
+    assert codes[-1] == 200
     assert server.process.poll() is None  # the server lives on
     assert decode(post_image(httpx.Client(base_url=server.url, timeout=60), photo_bytes())).mode == "RGBA"
     died = [line for line in server.log_lines() if line.get("message") == "inference worker died: replacing it"]
-    assert died and died[0]["pid"] == pid and "SIGKILL" in died[0]["cause"]
+    assert died
+    assert died[0]["pid"] == pid
+    assert "SIGKILL" in died[0]["cause"]
     assert worker_pid(server) != pid
 
 
 def test_over_the_admission_limit_the_answer_is_503_at_once(faults_server):
     data = photo_bytes(size=(1500, 1000))
-    with httpx.Client(base_url=faults_server.url, timeout=60) as client:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            responses = list(pool.map(lambda _: post_image(client, data, output="mask"), range(8)))
+    with httpx.Client(base_url=faults_server.url, timeout=60) as client, ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda _: post_image(client, data, output="mask"), range(8)))
     codes = sorted(r.status_code for r in responses)
-    assert set(codes) == {200, 503} and codes.count(200) >= 2  # before: all 8 queued (and, at 50, 504s)
+    assert set(codes) == {200, 503}
+    assert codes.count(200) >= 2
     for response in responses:
         if response.status_code == 503:
             assert int(response.headers["retry-after"]) >= 1
@@ -209,7 +213,8 @@ def test_a_second_image_part_is_refused(faults_server):
         timeout=60,
         files=[("image", ("a.jpg", data, "image/jpeg")), ("image", ("b.jpg", data, "image/jpeg"))],
     )
-    assert response.status_code == 400 and "2 'image' parts" in response.json()["detail"]
+    assert response.status_code == 400
+    assert "2 'image' parts" in response.json()["detail"]
 
 
 def sixteen_bit_bomb() -> bytes:
@@ -236,13 +241,14 @@ def start_in_background(bundle: Path) -> tuple[subprocess.Popen, Path]:
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-{port}.log"
     env = {**os.environ, "PORT": str(port), "INSPYRENET_HOST": "127.0.0.1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--artifacts", str(bundle)],
-        cwd=REPO,
-        env=env,
-        stdout=open(log, "w"),
-        stderr=subprocess.STDOUT,
-    )
+    with open(log, "w") as log_file:  # the child holds its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "serve", "--artifacts", str(bundle)],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     return process, log
 
 
@@ -299,8 +305,10 @@ def test_load_test_command_reports_back_pressure(fast_bundle, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "load.json").read_text())
     burst = report["burst"]
-    assert burst["only_200_and_503"] and burst["all_503_have_retry_after"]
-    assert burst["by_status"]["503"]["count"] >= 1 and burst["by_status"]["200"]["count"] >= 1
+    assert burst["only_200_and_503"]
+    assert burst["all_503_have_retry_after"]
+    assert burst["by_status"]["503"]["count"] >= 1
+    assert burst["by_status"]["200"]["count"] >= 1
     assert report["large_bodies"]["by_status"]["415"]["count"] == 2  # random bytes: read, then refused
     assert "Only 200 and 503: True" in result.stdout
 
@@ -308,7 +316,9 @@ def test_load_test_command_reports_back_pressure(fast_bundle, tmp_path):
 def test_load_test_without_a_bundle_is_one_line(tmp_path):
 
     result = run_cli("load-test", "--artifacts", str(tmp_path / "none"))
-    assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error:")
 
 
 def test_a_worker_killed_during_start_up_is_reported_not_waited_for(fast_bundle):

@@ -76,11 +76,11 @@ def test_onnxruntime_backend_runs_without_torch(fast_bundle):
 def test_torchscript_backend_refuses_cleanly_without_torch(fast_bundle):
     result = run_without_torch(f"""
         from serving.bundle import load_bundle
-        from serving.backends import BackendUnavailable, open_backend
+        from serving.backends import BackendUnavailableError, open_backend
         bundle = load_bundle({str(fast_bundle)!r}, verify=False)
         try:
             open_backend(bundle, bundle.artifact("torchscript"))
-        except BackendUnavailable as exc:
+        except BackendUnavailableError as exc:
             print(exc)
     """)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -126,14 +126,20 @@ def test_verify_prune_keeps_what_this_install_serves_and_the_server_skips_the_re
     if int8.parity.status == "failed":  # the synthetic checkpoint's int8 graph (tests/integration/test_int8.py)
         assert any(line.startswith("skip  onnxruntime-int8 ") and "failed parity" in line for line in lines)
         assert not (copy / "model.int8.onnx").exists()
-    assert not (copy / "model.ts").exists() and not (copy / "model.fp16.onnx").exists()
-    assert (copy / "model.onnx").exists() and (copy / "model.onnx.data").exists() and (copy / "manifest.json").exists()
+    assert not (copy / "model.ts").exists()
+    assert not (copy / "model.fp16.onnx").exists()
+    assert (copy / "model.onnx").exists()
+    assert (copy / "model.onnx.data").exists()
+    assert (copy / "manifest.json").exists()
     assert (fast_bundle / "model.ts").exists()  # the hard-linked original is untouched
     usable, verified = preflight(Settings(artifacts=copy, backend="auto", verify=False))
-    assert usable[0] == "onnxruntime" and "torchscript" not in usable and not verified
+    assert usable[0] == "onnxruntime"
+    assert "torchscript" not in usable
+    assert not verified
     bundle = load_bundle(copy, verify=False)
     missing = {a.name: missing_files(bundle, a) for a in bundle.artifacts}
-    assert missing["torchscript"] == ["model.ts"] and missing["onnxruntime"] == []
+    assert missing["torchscript"] == ["model.ts"]
+    assert missing["onnxruntime"] == []
 
 
 def test_prune_fallbacks_keeps_only_what_auto_serves_first(fast_bundle, tmp_path):
@@ -148,7 +154,8 @@ def test_prune_fallbacks_keeps_only_what_auto_serves_first(fast_bundle, tmp_path
             artifact["parity"] = {"status": "passed", "summary": "all 12 images within int8 limits"}
     (copy / "manifest.json").write_text(json.dumps(manifest))
     alone = serve_command("verify", str(copy), "--prune-fallbacks")
-    assert alone.returncode == 1 and alone.stderr == "error: --prune-fallbacks goes with --prune\n"
+    assert alone.returncode == 1
+    assert alone.stderr == "error: --prune-fallbacks goes with --prune\n"
     result = serve_command("verify", str(copy), "--prune", "--prune-fallbacks")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith("ok    onnxruntime-int8 int8  model.int8.onnx")
@@ -166,5 +173,7 @@ def test_verify_refuses_an_altered_servable_file_in_one_line(fast_bundle, tmp_pa
         handle.write(b"\0")
     result = serve_command("verify", str(copy), "--prune")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "model.onnx" in result.stderr and (copy / "model.ts").exists()  # nothing pruned on failure
+    assert result.stderr.startswith("error: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "model.onnx" in result.stderr
+    assert (copy / "model.ts").exists()

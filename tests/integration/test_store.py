@@ -12,7 +12,7 @@ from tests.harness import invoke_cli, start_server  # invoke_cli: in-process, pu
 from tests.toy_bundle import small_bundle
 
 
-@pytest.fixture()
+@pytest.fixture
 def bucket(gcs_emulator):
     from google.cloud import storage
 
@@ -39,10 +39,11 @@ def test_round_trip(bucket, tmp_path, monkeypatch):
         assert (target / "manifest.json").read_bytes() == (bundle / "manifest.json").read_bytes()
         assert json.loads((target / "parity" / "report.json").read_text()) == {"passed": True}
     again = invoke_cli("publish", str(bundle), f"gs://{bucket}/inspyrenet/fast")
-    assert again.returncode == 0 and "already published" in again.stdout
+    assert again.returncode == 0
+    assert "already published" in again.stdout
 
 
-@pytest.fixture()
+@pytest.fixture
 def stalled_server():
     """A loopback server that accepts connections and never answers (an emulator blocked on its log pipe)."""
     import socket
@@ -83,7 +84,8 @@ def test_a_pull_from_a_server_that_stops_answering_fails_in_one_line_in_its_time
     elapsed = time.monotonic() - start
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: gs://stalled-bucket"), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: gs://stalled-bucket"), result.stderr
     assert elapsed < 3 + 1 + 4, f"took {elapsed:.1f} s"  # the limit, one read timeout, slack for a slow machine
     assert not (tmp_path / "out").exists()
 
@@ -93,13 +95,16 @@ def test_published_tells_a_retried_build_what_is_already_there(bucket, tmp_path)
     bundle = small_bundle(tmp_path / "fast")
     destination = f"gs://{bucket}/engines/fast"
     before = invoke_cli("published", str(bundle), destination)
-    assert before.returncode == 3 and "not published" in before.stdout, before.stderr
+    assert before.returncode == 3, before.stderr
+    assert "not published" in before.stdout, before.stderr
     assert invoke_cli("publish", str(bundle), destination).returncode == 0
     rebuilt = small_bundle(tmp_path / "rebuilt", payload=b"another engine")  # same version key, other bytes
     after = invoke_cli("published", str(rebuilt), destination)
-    assert after.returncode == 0 and "fast-abababababab-20261128T100000Z" in after.stdout
+    assert after.returncode == 0
+    assert "fast-abababababab-20261128T100000Z" in after.stdout
     missing = invoke_cli("published", str(bundle), f"gs://no-such-bucket-{bucket}/engines/fast")
-    assert missing.returncode == 1 and missing.stderr.startswith("error: ")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: ")
 
 
 def test_latest_moves_only_after_a_complete_upload(bucket, tmp_path):
@@ -118,7 +123,8 @@ def test_latest_moves_only_after_a_complete_upload(bucket, tmp_path):
     assert invoke_cli("pull", f"{prefix}/latest", str(target)).returncode == 0
     assert (target / "model.onnx").read_bytes() == b"weights v1"
     partial = invoke_cli("pull", f"gs://{bucket}/{key}", str(tmp_path / "partial"))
-    assert partial.returncode == 1 and "no published bundle" in partial.stderr
+    assert partial.returncode == 1
+    assert "no published bundle" in partial.stderr
     assert not (tmp_path / "partial").exists()
 
 
@@ -133,7 +139,9 @@ def test_tampered_remote_file_is_refused_and_target_kept(bucket, tmp_path):
     name = version.split(f"gs://{bucket}/", 1)[1] + "/model.onnx.data"
     storage.Client().bucket(bucket).blob(name).upload_from_string(b"tampered")
     result = invoke_cli("pull", version, str(target))
-    assert result.returncode == 1 and "refusing the download" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert "refusing the download" in result.stderr
+    assert "Traceback" not in result.stderr
     assert (target / "manifest.json").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".existing")] == []  # no staging left
 
@@ -144,9 +152,12 @@ def test_tampered_remote_file_is_refused_and_target_kept(bucket, tmp_path):
 )
 def test_missing_bucket_or_version(bucket, tmp_path, uri, words):
     result = invoke_cli("pull", uri.format(bucket=bucket), str(tmp_path / "out"))
-    assert result.returncode == 1 and words in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
     published = invoke_cli("publish", str(small_bundle(tmp_path / "b")), "gs://no-such-bucket-xyz/p")
-    assert published.returncode == 1 and "bucket not found" in published.stderr
+    assert published.returncode == 1
+    assert "bucket not found" in published.stderr
 
 
 def test_server_starts_from_a_gs_uri_when_no_bundle_is_baked(bucket, fast_bundle, tmp_path, gcs_emulator):
@@ -178,6 +189,9 @@ def test_pull_never_writes_outside_its_target(bucket, tmp_path, bad_name):
     remote.blob(f"{prefix}/{bad_name}").upload_from_string(b"x")
     target = tmp_path / "deep" / "target"
     result = invoke_cli("pull", version, str(target))
-    assert result.returncode == 1 and "leaves the bundle" in result.stderr, result.stderr
-    assert not (tmp_path / "escaped.bin").exists() and not (tmp_path / "deep" / "escaped.bin").exists()
-    assert not Path("/tmp/inspyrenet-absolute-escape.bin").exists() and not target.exists()
+    assert result.returncode == 1, result.stderr
+    assert "leaves the bundle" in result.stderr, result.stderr
+    assert not (tmp_path / "escaped.bin").exists()
+    assert not (tmp_path / "deep" / "escaped.bin").exists()
+    assert not Path("/tmp/inspyrenet-absolute-escape.bin").exists()
+    assert not target.exists()

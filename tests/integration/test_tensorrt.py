@@ -40,16 +40,16 @@ def bundle_with_engine(fast_bundle, tmp_path):
 
 
 def test_tensorrt_backend_refuses_cleanly_without_a_gpu(bundle_with_engine):
-    from serving.backends import BackendUnavailable, open_backend
+    from serving.backends import BackendUnavailableError, open_backend
     from serving.bundle import load_bundle
 
     bundle = load_bundle(bundle_with_engine)
     artifact = bundle.artifact("tensorrt")
-    with pytest.raises(BackendUnavailable, match="cpu device"):
+    with pytest.raises(BackendUnavailableError, match="cpu device"):
         open_backend(bundle, artifact, device="cpu")
     if has_cuda():
         pytest.skip("this machine has a GPU: the refusal without one cannot be shown here")
-    with pytest.raises(BackendUnavailable) as caught:
+    with pytest.raises(BackendUnavailableError) as caught:
         open_backend(bundle, artifact, device="auto")
     assert "no CUDA GPU" in str(caught.value) or "not installed" in str(caught.value)
 
@@ -62,15 +62,16 @@ def test_tensorrt_backend_says_which_runtime_is_missing(bundle_with_engine):
     script = (
         "import sys\n"
         "sys.modules['tensorrt_lean'] = None; sys.modules['tensorrt'] = None\n"
-        "from serving.backends import BackendUnavailable, open_backend\n"
+        "from serving.backends import BackendUnavailableError, open_backend\n"
         "from serving.bundle import load_bundle\n"
         f"b = load_bundle({str(bundle_with_engine)!r})\n"
         "try:\n    open_backend(b, b.artifact('tensorrt'))\n"
-        "except BackendUnavailable as e:\n    print('REFUSED', e)\n"
+        "except BackendUnavailableError as e:\n    print('REFUSED', e)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "REFUSED no TensorRT runtime is installed" in result.stdout, result.stdout + result.stderr
-    assert "tensorrt_lean" in result.stdout and "Traceback" not in result.stderr
+    assert "tensorrt_lean" in result.stdout
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(has_cuda(), reason="shows the fallback on a machine without a GPU")
@@ -87,9 +88,11 @@ def test_server_falls_back_from_an_unusable_engine(bundle_with_engine):
             for line in server.log_lines()
             if line.get("message") == "artifact skipped" and line.get("backend") == "tensorrt"
         ]
-        assert skipped and ("no CUDA GPU" in skipped[0]["reason"] or "not installed" in skipped[0]["reason"])
+        assert skipped
+        assert "no CUDA GPU" in skipped[0]["reason"] or "not installed" in skipped[0]["reason"]
         ready = [line for line in server.log_lines() if line.get("message") == "ready"]
-        assert ready and ready[0]["backend"] == "onnxruntime"
+        assert ready
+        assert ready[0]["backend"] == "onnxruntime"
         buffer = io.BytesIO()
         samples.photo("chelsea").save(buffer, "JPEG")
         response = httpx.post(
@@ -156,7 +159,8 @@ def test_a_server_that_requires_a_gpu_exits_before_it_is_ever_healthy_on_the_cpu
     assert process.returncode not in (0, None), (out, err)
     assert 200 not in codes
     lines = [line for line in err.strip().splitlines() if not line.startswith("{")]  # JSON log lines aside
-    assert len(lines) == 1 and "INSPYRENET_REQUIRE_GPU" in lines[0], err[-2000:]
+    assert len(lines) == 1, err[-2000:]
+    assert "INSPYRENET_REQUIRE_GPU" in lines[0], err[-2000:]
     for name in ("tensorrt: ", "onnxruntime: this onnxruntime has no CUDA execution provider", "torchscript: "):
         assert name in lines[0], lines[0]
 
@@ -169,10 +173,13 @@ def test_build_skips_tensorrt_in_one_line_and_records_why(fast_bundle, fast_buil
     files = [a["file"] for a in manifest["artifacts"]]
     assert files == ["model.ts", "model.onnx", "model.fp16.onnx", "model.int8.onnx"]  # every one but the engine
     skipped = manifest["skipped_artifacts"]
-    assert skipped[0]["backend"] == "tensorrt" and skipped[0]["reason"] in lines[0]
+    assert skipped[0]["backend"] == "tensorrt"
+    assert skipped[0]["reason"] in lines[0]
     islands = manifest["validation"]["fp16_islands"]
-    assert islands["device"] == "cpu" and islands["worst_model_max_abs"] > 0
-    assert islands["execution"]["mode"] in ("native", "emulated") and islands["execution"]["cpu_capability"]
+    assert islands["device"] == "cpu"
+    assert islands["worst_model_max_abs"] > 0
+    assert islands["execution"]["mode"] in ("native", "emulated")
+    assert islands["execution"]["cpu_capability"]
 
 
 def test_bundle_carries_the_fp16_graph_tensorrt_compiles(fast_bundle):
@@ -183,12 +190,17 @@ def test_bundle_carries_the_fp16_graph_tensorrt_compiles(fast_bundle):
 
     bundle = load_bundle(fast_bundle)
     source = bundle.by_role("tensorrt-source")
-    assert source.file == "model.fp16.onnx" and source.precision == "fp16" and not source.servable
+    assert source.file == "model.fp16.onnx"
+    assert source.precision == "fp16"
+    assert not source.servable
     assert [e.file for e in source.extra_files] == ["model.fp16.onnx.data"]
     report = graph_types(fast_bundle / source.file)
-    assert graph_problem(report) is None and report == source.to_json()["graph_check"]
-    assert report["inputs"] == {"image": "float32"} and report["outputs"] == {"mask": "float32"}
-    assert report["mixed_precision_nodes"] == [] and report["islands_not_fp32"] == []
+    assert graph_problem(report) is None
+    assert report == source.to_json()["graph_check"]
+    assert report["inputs"] == {"image": "float32"}
+    assert report["outputs"] == {"mask": "float32"}
+    assert report["mixed_precision_nodes"] == []
+    assert report["islands_not_fp32"] == []
     assert report["conv_weights"]["fp16"] > 3 * report["conv_weights"].get("fp32", 0)
     assert source.export_check.max_abs_diff > 0  # it really runs in half precision
     assert source.parity.status == "passed"
@@ -212,7 +224,8 @@ def test_build_engine_without_tensorrt_skips_or_fails_in_one_line(fast_bundle, t
     assert "TensorRT artifact skipped: the TensorRT builder (tensorrt-cu12) is not installed" in result.stderr
     assert (bundle / "manifest.json").read_bytes() == before
     result = run_cli("build-engine", str(bundle), "--require-tensorrt", timeout=300)
-    assert result.returncode == 1 and result.stdout == ""  # before any work: the GPU job fails at once
+    assert result.returncode == 1
+    assert result.stdout == ""
     assert result.stderr.startswith("error: TensorRT engine required (--require-tensorrt)")
     assert result.stderr.count("\n") == 1, result.stderr
 
@@ -224,11 +237,14 @@ def test_build_engine_needs_the_fp16_graph_and_stored_references(fast_bundle, tm
     without_refs.pop("parity_references")
     (bundle / "manifest.json").write_text(json.dumps(without_refs))
     result = run_cli("build-engine", str(bundle), timeout=300)
-    assert result.returncode == 1 and "no stored parity references" in result.stderr
+    assert result.returncode == 1
+    assert "no stored parity references" in result.stderr
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a.get("role") != "tensorrt-source"]
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     result = run_cli("build-engine", str(bundle), timeout=300)
-    assert result.returncode == 1 and "no fp16 ONNX graph" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert "no fp16 ONNX graph" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
@@ -247,7 +263,8 @@ def test_require_tensorrt_fails_fast_in_one_line(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: TensorRT engine required (--require-tensorrt) but")
-    assert "Traceback" not in result.stderr and not (tmp_path / "b").exists()
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process
@@ -262,7 +279,8 @@ def test_contradictory_tensorrt_flags_are_refused(tmp_path):
         "--require-tensorrt",
         timeout=60,
     )
-    assert result.returncode == 1 and "contradict" in result.stderr
+    assert result.returncode == 1
+    assert "contradict" in result.stderr
 
 
 needs_tensorrt_build = pytest.mark.skipif(
@@ -281,12 +299,16 @@ def test_engine_step_adds_an_fp16_engine_that_serves(fast_bundle, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((bundle / "manifest.json").read_text())
     engine = next(a for a in manifest["artifacts"] if a["backend"] == "tensorrt")
-    assert engine["precision"] == "fp16" and engine["target"]["version_compatible"] is True
-    assert engine["target"]["lean_runtime_excluded"] is True and engine["target"]["tf32"] is False
+    assert engine["precision"] == "fp16"
+    assert engine["target"]["version_compatible"] is True
+    assert engine["target"]["lean_runtime_excluded"] is True
+    assert engine["target"]["tf32"] is False
     assert engine["precision_check"]["convolutions"].get("fp16", 0) > 0
-    assert engine["io"]["input"]["name"] == "image" and engine["io"]["output"]["name"] == "mask"
+    assert engine["io"]["input"]["name"] == "image"
+    assert engine["io"]["output"]["name"] == "mask"
     assert TensorRTOptions().max_batch == engine["max_batch"]
-    assert engine["parity"]["status"] == "passed" and engine["parity"]["references"] == "stored in the bundle"
+    assert engine["parity"]["status"] == "passed"
+    assert engine["parity"]["references"] == "stored in the bundle"
 
 
 @pytest.mark.skipif(has_cuda(), reason="shows the fallback on a machine without a GPU")
@@ -327,8 +349,10 @@ def test_a_backend_whose_warm_up_fails_is_skipped_for_the_next(fast_bundle, tmp_
             for line in server.log_lines()
             if line.get("message") == "artifact skipped" and line.get("backend") == "onnxruntime"
         ]
-        assert skipped and "warm-up failed: the warm-up output is not finite" in skipped[0]["reason"]
+        assert skipped
+        assert "warm-up failed: the warm-up output is not finite" in skipped[0]["reason"]
         ready = [line for line in server.log_lines() if line.get("message") == "ready"]
-        assert ready and ready[0]["backend"] == "torchscript"
+        assert ready
+        assert ready[0]["backend"] == "torchscript"
     finally:
         assert server.stop() == 0

@@ -63,7 +63,8 @@ def test_gcloud_cannot_create_a_patch_target_which_is_why_the_scheduler_uses_the
     patch = gcloud_run(
         ["scheduler", "jobs", "create", "http", "cutouts-warm", *SCHEDULER_FLAGS, "--http-method", "PATCH"], tmp_path
     )
-    assert patch.returncode != 0 and "Invalid choice: 'patch'" in patch.stderr, patch.stderr
+    assert patch.returncode != 0, patch.stderr
+    assert "Invalid choice: 'patch'" in patch.stderr, patch.stderr
     headers = gcloud_run(
         [
             "scheduler",
@@ -77,11 +78,13 @@ def test_gcloud_cannot_create_a_patch_target_which_is_why_the_scheduler_uses_the
         ],
         tmp_path,
     )
-    assert headers.returncode != 0 and "unrecognized arguments:\n  --headers" in headers.stderr, headers.stderr
+    assert headers.returncode != 0, headers.stderr
+    assert "unrecognized arguments:\n  --headers" in headers.stderr, headers.stderr
     post = gcloud_run(
         ["scheduler", "jobs", "create", "http", "cutouts-warm", *SCHEDULER_FLAGS, "--http-method", "POST"], tmp_path
     )
-    assert post.returncode != 0 and NO_CREDENTIALS in post.stderr, post.stderr  # the check tells the two apart
+    assert post.returncode != 0, post.stderr
+    assert NO_CREDENTIALS in post.stderr, post.stderr  # the check tells the two apart
     # The new script runs no command at all: every call goes through the client library.
     assert "subprocess" not in (REPO / "deploy" / "scheduler.py").read_text()
 
@@ -119,7 +122,8 @@ def test_gcloud_rejects_the_zonal_redundancy_annotation_on_the_task_template(tmp
     result = gcloud_run(
         ["run", "jobs", "replace", str(rendered), "--region", "europe-west4", "--project", "acme-prod"], tmp_path
     )
-    assert result.returncode != 0 and "Failed to parse" in result.stderr, result.stderr
+    assert result.returncode != 0, result.stderr
+    assert "Failed to parse" in result.stderr, result.stderr
 
 
 def dry_run_commands(script: str, *args: str) -> list[list[str]]:
@@ -133,7 +137,8 @@ def dry_run_commands(script: str, *args: str) -> list[list[str]]:
     )
     assert result.returncode == 0, result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
-    assert commands and all(command[0] == "gcloud" for command in commands)
+    assert commands
+    assert all(command[0] == "gcloud" for command in commands)
     return commands
 
 
@@ -149,7 +154,8 @@ def test_gcloud_parses_every_monitoring_command(tmp_path):
     assert [command[1:4] for command in commands].count(["alpha", "monitoring", "policies"]) == 5
     for command in commands:
         result = gcloud_run(command[1:], tmp_path)
-        assert result.returncode != 0 and NO_CREDENTIALS in result.stderr, (command, result.stderr)
+        assert result.returncode != 0, (command, result.stderr)
+        assert NO_CREDENTIALS in result.stderr, (command, result.stderr)
 
 
 @pytest.mark.slow  # runs gcloud in a new process
@@ -159,13 +165,16 @@ def test_gcloud_parses_the_budget_command_and_has_no_daily_period(tmp_path):
         *("--billing-account", "01ABCD-23EF45-6789AB", "--project", "acme-prod"),
         *("--notification-channel", "projects/acme-prod/notificationChannels/42"),
     )
-    assert "--budget-amount=3100USD" in command and "--threshold-rule=percent=1.0,basis=forecasted-spend" in command
+    assert "--budget-amount=3100USD" in command
+    assert "--threshold-rule=percent=1.0,basis=forecasted-spend" in command
     result = gcloud_run(command[1:], tmp_path)
-    assert result.returncode != 0 and NO_CREDENTIALS in result.stderr, result.stderr
+    assert result.returncode != 0, result.stderr
+    assert NO_CREDENTIALS in result.stderr, result.stderr
     # Why the script turns $100 a day into a month's budget: gcloud itself refuses a daily period.
     daily = [arg if not arg.startswith("--calendar-period") else "--calendar-period=day" for arg in command[1:]]
     refused = gcloud_run(daily, tmp_path)
-    assert "Invalid choice: 'day'" in refused.stderr and "month, quarter, year" in refused.stderr
+    assert "Invalid choice: 'day'" in refused.stderr
+    assert "month, quarter, year" in refused.stderr
 
 
 @pytest.mark.slow  # runs gcloud in a new process per command
@@ -185,4 +194,5 @@ def test_gcloud_parses_every_rollback_command(tmp_path):
     assert "--min=0" in commands[2]  # the service-level value the scheduler sets, not --min-instances
     for command in commands:
         result = gcloud_run(command[1:], tmp_path)
-        assert result.returncode != 0 and NO_CREDENTIALS in result.stderr, (command, result.stderr)
+        assert result.returncode != 0, (command, result.stderr)
+        assert NO_CREDENTIALS in result.stderr, (command, result.stderr)

@@ -126,28 +126,37 @@ def promql_problems(query: str, known: dict[str, set[str]]) -> list[str]:
     return problems
 
 
+# A filter's key -> the keys of its aggregations (the first present one counts).
+FILTER_KEYS = {"filter": ("aggregations", "aggregation"), "denominatorFilter": ("denominatorAggregations",)}
+
+
+def group_by(aggregations) -> str:
+    aggregations = aggregations if isinstance(aggregations, list) else [aggregations or {}]
+    return " ".join(field for a in aggregations for field in a.get("groupByFields", []))
+
+
+def filters_of(value: dict) -> list[tuple[str, str]]:
+    """The filters of one object, each with its aggregations' group-by fields."""
+    found = []
+    for key, aggregation_keys in FILTER_KEYS.items():
+        text = value.get(key)
+        if isinstance(text, str) and text:
+            aggregations = next((value[k] for k in aggregation_keys if k in value), None)
+            found.append(("filter", text + " " + group_by(aggregations)))
+    return found
+
+
 def every_query(message) -> list[tuple[str, str]]:
     """(kind, text) of every filter (with its aggregations' group-by fields) and PromQL query in a parsed file."""
     found = []
 
-    def group_by(aggregations) -> str:
-        aggregations = aggregations if isinstance(aggregations, list) else [aggregations or {}]
-        return " ".join(field for a in aggregations for field in a.get("groupByFields", []))
-
     def walk(value):
         if isinstance(value, dict):
-            if isinstance(value.get("filter"), str) and value["filter"]:
-                found.append(
-                    ("filter", value["filter"] + " " + group_by(value.get("aggregations", value.get("aggregation"))))
-                )
-            if isinstance(value.get("denominatorFilter"), str) and value["denominatorFilter"]:
-                found.append(
-                    ("filter", value["denominatorFilter"] + " " + group_by(value.get("denominatorAggregations")))
-                )
+            found.extend(filters_of(value))
             for key, item in value.items():
                 if key in ("query", "prometheusQuery") and isinstance(item, str):
                     found.append(("promql", item))
-                elif key not in ("filter", "denominatorFilter"):
+                elif key not in FILTER_KEYS:
                     walk(item)
         elif isinstance(value, list):
             for item in value:
@@ -170,7 +179,9 @@ def test_every_file_parses_strictly_as_its_api_type(rendered):
     ]
     for name, text in rendered.items():
         parse(name, text)
-        assert "${SERVICE" not in text and "${NOTIFICATION" not in text and "${BUSINESS" not in text, name
+        assert "${SERVICE" not in text, name
+        assert "${NOTIFICATION" not in text, name
+        assert "${BUSINESS" not in text, name
 
 
 def test_every_metric_and_label_is_one_its_metric_has(rendered):
@@ -223,23 +234,23 @@ def test_alert_policies_hold_the_plans_targets(rendered):
                 assert aggregation.alignment_period.total_seconds() <= ALERT_MAX_ALIGNMENT_S, name
     latency = {c.display_name[:3]: c.condition_threshold for c in policies["alert-latency.json"].conditions}
     aligner = monitoring_v3.Aggregation.Aligner
-    assert (
-        latency["P50"].threshold_value == 5000
-        and latency["P50"].aggregations[0].per_series_aligner == aligner.ALIGN_PERCENTILE_50
-    )
-    assert (
-        latency["P99"].threshold_value == 25000
-        and latency["P99"].aggregations[0].per_series_aligner == aligner.ALIGN_PERCENTILE_99
-    )
+    assert latency["P50"].threshold_value == 5000
+    assert latency["P50"].aggregations[0].per_series_aligner == aligner.ALIGN_PERCENTILE_50
+    assert latency["P99"].threshold_value == 25000
+    assert latency["P99"].aggregations[0].per_series_aligner == aligner.ALIGN_PERCENTILE_99
     p90 = policies["alert-latency-p90.json"].conditions[0].condition_prometheus_query_language.query
-    assert p90.startswith("histogram_quantile(0.90,") and p90.endswith("> 10000")  # ms, Cloud Run's unit
+    assert p90.startswith("histogram_quantile(0.90,")
+    assert p90.endswith("> 10000")
     errors = policies["alert-errors.json"].conditions[0].condition_threshold
-    assert errors.threshold_value == 0.001 and 'response_code_class = "5xx"' in errors.filter
+    assert errors.threshold_value == 0.001
+    assert 'response_code_class = "5xx"' in errors.filter
     assert "response_code_class" not in errors.denominator_filter  # every request is the denominator
     cold = policies["alert-cold-starts.json"].conditions[0].condition_threshold
-    assert cold.threshold_value == 5 and cold.aggregations[0].alignment_period.total_seconds() == 86_400
+    assert cold.threshold_value == 5
+    assert cold.aggregations[0].alignment_period.total_seconds() == 86_400
     business = policies["alert-gpu-not-ready.json"].conditions[0].condition_prometheus_query_language.query
-    assert 'service_name="cutouts"' in business and "hour() >= 7 and hour() < 17" in business
+    assert 'service_name="cutouts"' in business
+    assert "hour() >= 7 and hour() < 17" in business
 
 
 def test_logs_metrics_read_the_servers_own_log_lines(rendered):
@@ -283,8 +294,8 @@ def test_budget_is_a_monthly_budget_paced_at_the_daily_limit():
         budget("--budget-json", "--daily-usd", "50", "--notification-channel", channel).stdout,
         ignore_unknown_fields=False,
     )
-    assert fifty.amount.specified_amount.units == 1550 and list(
-        fifty.notifications_rule.monitoring_notification_channels
-    ) == [channel]
+    assert fifty.amount.specified_amount.units == 1550
+    assert list(fifty.notifications_rule.monitoring_notification_channels) == [channel]
     refused = budget("--daily-usd", "1e9")
-    assert refused.returncode == 2 and refused.stderr.startswith("error: --daily-usd")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: --daily-usd")

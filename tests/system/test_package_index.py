@@ -85,7 +85,9 @@ def test_every_pin_exists_on_the_index_for_the_images_python(tmp_path):
     import json
 
     pins = constraints("serve.txt", "cuda12.txt")
-    assert "onnxruntime" in pins and "nvidia-cudnn-cu12" in pins and "tensorrt-lean-cu12" in pins
+    assert "onnxruntime" in pins
+    assert "nvidia-cudnn-cu12" in pins
+    assert "tensorrt-lean-cu12" in pins
     requirements = [f"{name}=={version}" for name, version in pins.items() if name not in STUBS]
     result = pip_dry_run(tmp_path, requirements, timeout=600)
     skip_if_unreachable(result)
@@ -129,7 +131,8 @@ def test_onnxruntime_gpu_pin_is_the_cuda12_build():
         assert result.returncode == 0, f"onnxruntime-gpu=={version}: {result.stderr[-500:]}"
         metadata_ = json.loads(Path(work, "report.json").read_text())["install"][0]["metadata"]
     cuda = [r for r in metadata_.get("requires_dist", []) if 'extra == "cuda"' in r]
-    assert cuda and all("-cu12" in r for r in cuda), cuda
+    assert cuda, cuda
+    assert all("-cu12" in r for r in cuda), cuda
 
 
 SERVE, CUDA12 = ["-c", "constraints/serve.txt"], ["-c", "constraints/cuda12.txt"]
@@ -197,7 +200,8 @@ def test_the_build_extra_and_the_tensorrt_builder_do_not_install_together(projec
     the CUDA 12 TensorRT route pins cuda-bindings 12.9.10 (the L4's driver 535 runs CUDA 12)."""
     result = resolve(project_wheel, [*SERVE, *CUDA12, *TORCH], "build,tensorrt-build")
     skip_if_unreachable(result)
-    assert result.returncode != 0 and "ResolutionImpossible" in result.stderr
+    assert result.returncode != 0
+    assert "ResolutionImpossible" in result.stderr
     assert "cuda-bindings" in result.stderr
 
 
@@ -211,7 +215,8 @@ def test_only_an_unreachable_index_skips(tmp_path):
         text=True,
         timeout=120,
     )
-    assert closed.returncode != 0 and index_unreachable(closed.stderr), closed.stderr
+    assert closed.returncode != 0, closed.stderr
+    assert index_unreachable(closed.stderr), closed.stderr
     full_disk = (
         'ERROR: Could not install packages due to an OSError: ("Connection broken: '
         "OSError(28, 'No space left on device')\", OSError(28, 'No space left on device'))"

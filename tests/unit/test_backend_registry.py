@@ -12,7 +12,7 @@ from serving.backends import (
     BACKEND_NAMES,
     INT8_LABEL,
     REGISTRY,
-    BackendUnavailable,
+    BackendUnavailableError,
     open_backend,
     run_problem,
     selection,
@@ -38,17 +38,20 @@ def test_an_artifact_of_an_unknown_backend_is_refused_in_one_line(tmp_path):
     bundle = load_bundle(build_toy_bundle(tmp_path / "toy"))
     odd = bundle.artifacts[0].model_copy(update={"backend": "openvino"})
     assert run_problem(odd) == "no backend implementation for 'openvino' artifacts"
-    with pytest.raises(BackendUnavailable, match="no backend implementation for 'openvino'"):
+    with pytest.raises(BackendUnavailableError, match="no backend implementation for 'openvino'"):
         open_backend(bundle, odd)
 
 
 def test_the_registry_opens_the_toy_onnx_model_with_the_real_shapes(tmp_path):
     bundle = load_bundle(build_toy_bundle(tmp_path / "toy"))
     ordered, skipped = candidates(bundle, "auto")
-    assert [a.backend for a in ordered] == ["onnxruntime"] and not skipped
+    assert [a.backend for a in ordered] == ["onnxruntime"]
+    assert not skipped
     backend = open_backend(bundle, ordered[0], device="cpu", threads=1)
     masks = backend.infer(np.random.default_rng(0).normal(size=(5, 3, 384, 384)).astype(np.float32))
-    assert masks.shape == (5, 1, 384, 384) and masks.min() == 0.0 and masks.max() > 0.99  # 5 > max_batch 4: chunks
+    assert masks.shape == (5, 1, 384, 384)
+    assert masks.min() == 0.0
+    assert masks.max() > 0.99
 
 
 def with_int8(bundle, parity: str | None):
@@ -67,11 +70,13 @@ def test_auto_serves_int8_on_a_cpu_runtime_only_after_it_passed(tmp_path, monkey
     bundle = load_bundle(build_toy_bundle(tmp_path / "toy"))
     monkeypatch.setattr(selection, "onnxruntime_has_gpu", lambda: False)
     ordered, skipped = candidates(with_int8(bundle, "passed"), "auto")
-    assert [a.name for a in ordered] == [INT8_LABEL, "onnxruntime"] and not skipped
+    assert [a.name for a in ordered] == [INT8_LABEL, "onnxruntime"]
+    assert not skipped
     for parity, why in (("failed", "failed parity at build time (toy failed)"), (None, "served only after")):
         ordered, skipped = candidates(with_int8(bundle, parity), "auto")
         assert [a.name for a in ordered] == ["onnxruntime"]
-        assert len(skipped) == 1 and skipped[0].startswith(f"{INT8_LABEL}: {why}")
+        assert len(skipped) == 1
+        assert skipped[0].startswith(f"{INT8_LABEL}: {why}")
         with pytest.raises(SelectionError, match=f"the {INT8_LABEL} artifact .*refusing to serve it"):
             candidates(with_int8(bundle, parity), INT8_LABEL)
     # With onnxruntime-gpu the fp32 graph runs on CUDA: int8 (CPU kernels only) comes after it.
@@ -82,8 +87,10 @@ def test_auto_serves_int8_on_a_cpu_runtime_only_after_it_passed(tmp_path, monkey
 
 def test_an_int8_artifact_is_asked_for_by_its_name_and_runs_on_the_cpu_only(tmp_path):
     bundle = with_int8(load_bundle(build_toy_bundle(tmp_path / "toy")), "passed")
-    assert bundle.artifact(INT8_LABEL).precision == "int8" and bundle.artifact("onnxruntime").precision == "fp32"
+    assert bundle.artifact(INT8_LABEL).precision == "int8"
+    assert bundle.artifact("onnxruntime").precision == "fp32"
     backend = open_backend(bundle, bundle.artifact(INT8_LABEL), device="auto", threads=1)
-    assert backend.device == "cpu" and backend.describe()["artifact"] == INT8_LABEL
-    with pytest.raises(BackendUnavailable, match=f"{INT8_LABEL} runs on the CPU only"):
+    assert backend.device == "cpu"
+    assert backend.describe()["artifact"] == INT8_LABEL
+    with pytest.raises(BackendUnavailableError, match=f"{INT8_LABEL} runs on the CPU only"):
         open_backend(bundle, bundle.artifact(INT8_LABEL), device="cuda")

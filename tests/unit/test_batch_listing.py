@@ -21,10 +21,12 @@ from serving.batch.locations import LocalFolder, open_location, overlap, safe_re
 def test_shards_cover_every_image_once_balanced_and_stable():
     listing = [Source(f"d{i % 7}/img{i:03d}.jpg", i) for i in range(100)] + [Source("notes.txt", 1)]
     candidates = images(listing)
-    assert len(candidates) == 100 and [s.path for s in candidates] == sorted(s.path for s in candidates)
+    assert len(candidates) == 100
+    assert [s.path for s in candidates] == sorted(s.path for s in candidates)
     shards = [take_shard(candidates, Shard(i, 3)) for i in range(3)]
     taken = [s.path for shard in shards for s in shard]
-    assert sorted(taken) == sorted(s.path for s in candidates) and len(set(taken)) == 100
+    assert sorted(taken) == sorted(s.path for s in candidates)
+    assert len(set(taken)) == 100
     assert sorted(len(shard) for shard in shards) == [33, 33, 34]
     shuffled = images(list(reversed(listing)))  # the order a listing arrives in does not matter
     assert [s.path for s in take_shard(shuffled, Shard(1, 3))] == [s.path for s in shards[1]]
@@ -94,4 +96,5 @@ def test_the_inspyrenet_command_has_batch_too():
     from pipeline.cli import main
 
     result = CliRunner().invoke(main, ["batch", "--help"])
-    assert result.exit_code == 0 and "CLOUD_RUN_TASK_INDEX" in result.output
+    assert result.exit_code == 0
+    assert "CLOUD_RUN_TASK_INDEX" in result.output

@@ -14,9 +14,14 @@ def test_bundle_writer_discards_a_failed_build(tmp_path):
         writer.path("model.bin").write_bytes(b"v1")
         writer.commit(toy_manifest([writer.artifact("model.bin", "x", "fp32", "any")]))
     before = (out / "manifest.json").read_bytes()
-    with pytest.raises(RuntimeError), BundleWriter(out) as writer:
-        writer.path("model.bin").write_bytes(b"v2, never published")
-        raise RuntimeError("export failed")
+
+    def export_that_fails() -> None:
+        with BundleWriter(out) as writer:
+            writer.path("model.bin").write_bytes(b"v2, never published")
+            raise RuntimeError("export failed")
+
+    with pytest.raises(RuntimeError, match="export failed"):
+        export_that_fails()
     assert (out / "manifest.json").read_bytes() == before
     assert (out / "model.bin").read_bytes() == b"v1"
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging left behind

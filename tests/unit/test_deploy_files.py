@@ -15,7 +15,8 @@ def rendered_service(min_instances: str = "1") -> dict:
 
 def test_service_runs_one_warm_l4_with_health_probes():
     service = rendered_service("0")
-    assert service["kind"] == "Service" and service["metadata"]["name"] == "cutouts"
+    assert service["kind"] == "Service"
+    assert service["metadata"]["name"] == "cutouts"
     template = service["spec"]["template"]
     annotations = template["metadata"]["annotations"]
     assert annotations["run.googleapis.com/cpu-throttling"] == "false"  # CPU always allocated
@@ -27,7 +28,8 @@ def test_service_runs_one_warm_l4_with_health_probes():
     env = {item["name"]: item["value"] for item in container["env"]}
     assert spec["containerConcurrency"] == int(env["INSPYRENET_MAX_BATCH_SIZE"])
     startup, liveness = container["startupProbe"], container["livenessProbe"]
-    assert startup["httpGet"]["path"] == "/health" and liveness["httpGet"]["path"] == "/health"
+    assert startup["httpGet"]["path"] == "/health"
+    assert liveness["httpGet"]["path"] == "/health"
     budget = startup["initialDelaySeconds"] + startup["periodSeconds"] * startup["failureThreshold"]
     assert budget >= 60  # covers a cold start (the baseline's took 40-60 s; ours is seconds)
     assert container["ports"][0]["containerPort"] == 8080
@@ -124,7 +126,8 @@ def test_scheduler_creates_then_updates_in_place(tmp_path):
 
 def test_build_job_runs_the_gpu_engine_step_on_an_l4():
     job = yaml.safe_load(render("build-job.yaml", JOB_VALUES))
-    assert job["kind"] == "Job" and job["apiVersion"] == "run.googleapis.com/v1"
+    assert job["kind"] == "Job"
+    assert job["apiVersion"] == "run.googleapis.com/v1"
     task = job["spec"]["template"]["spec"]["template"]
     spec = task["spec"]
     assert spec["nodeSelector"]["run.googleapis.com/accelerator"] == "nvidia-l4"
@@ -134,7 +137,8 @@ def test_build_job_runs_the_gpu_engine_step_on_an_l4():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["args"] == ["base", "fast"]  # scripts/build-engines.sh: build-engine --require-tensorrt
     env = {item["name"]: item["value"] for item in container["env"]}
-    assert env["PUBLISH_URI"] == JOB_VALUES["PUBLISH_URI"] and env["SOURCE_URI"] == JOB_VALUES["SOURCE_URI"]
+    assert env["PUBLISH_URI"] == JOB_VALUES["PUBLISH_URI"]
+    assert env["SOURCE_URI"] == JOB_VALUES["SOURCE_URI"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert env["OUT_DIR"] in mounts
 
@@ -152,16 +156,19 @@ def test_build_job_fits_cloud_runs_gpu_task_limits_and_survives_maintenance():
 
 def test_batch_job_runs_parallel_gpu_tasks_of_the_serving_image():
     job = yaml.safe_load(render("batch-job.yaml", BATCH_VALUES))
-    assert job["kind"] == "Job" and job["metadata"]["name"] == "cutouts-batch"
+    assert job["kind"] == "Job"
+    assert job["metadata"]["name"] == "cutouts-batch"
     execution = job["spec"]["template"]
     assert (execution["spec"]["taskCount"], execution["spec"]["parallelism"]) == (12, 4)
     assert execution["metadata"]["annotations"]["run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"
     spec = execution["spec"]["template"]["spec"]
     assert spec["nodeSelector"]["run.googleapis.com/accelerator"] == "nvidia-l4"
     assert spec["serviceAccountName"] == BATCH_VALUES["SERVICE_ACCOUNT"]
-    assert spec["maxRetries"] >= 1 and spec["timeoutSeconds"] <= 3600
+    assert spec["maxRetries"] >= 1
+    assert spec["timeoutSeconds"] <= 3600
     container = spec["containers"][0]
-    assert container["image"] == BATCH_VALUES["IMAGE"] and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["image"] == BATCH_VALUES["IMAGE"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["args"] == [
         "batch",
         "gs://acme-uploads/2026-11",
@@ -185,7 +192,9 @@ def test_batch_job_arguments_are_what_the_batch_command_accepts(tmp_path):
     local = [args[0], str(tmp_path / "in"), str(tmp_path / "out"), *args[3:]]
     (tmp_path / "in").mkdir()
     result = CliRunner().invoke(main, local, env={"INSPYRENET_ARTIFACTS": str(tmp_path / "no-bundle")})
-    assert result.exit_code == 1 and "no-bundle" in result.output and "Usage" not in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert "no-bundle" in result.output, result.output
+    assert "Usage" not in result.output, result.output
 
 
 def test_gpu_deployments_require_the_gpu_and_the_cpu_image_never_does():
@@ -205,7 +214,8 @@ def test_gpu_check_job_runs_the_build_image_check_on_one_l4():
     container = spec["containers"][0]
     assert spec["nodeSelector"]["run.googleapis.com/accelerator"] == "nvidia-l4"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert container["image"] == GPU_CHECK_VALUES["BUILD_IMAGE"] and container["command"] == ["inspyrenet"]
+    assert container["image"] == GPU_CHECK_VALUES["BUILD_IMAGE"]
+    assert container["command"] == ["inspyrenet"]
     args = container["args"]
     assert args[:2] == ["gpu-check", GPU_CHECK_VALUES["BUNDLE_URI"]]
     assert args[args.index("--out") + 1] == GPU_CHECK_VALUES["REPORT_URI"]
@@ -224,12 +234,14 @@ def test_cpu_backup_service_runs_one_inference_on_every_vcpu_without_a_gpu():
     assert not any(key.endswith("minScale") for key in template["metadata"]["annotations"])
     assert template["metadata"]["annotations"]["run.googleapis.com/cpu-throttling"] == "false"
     spec = template["spec"]
-    assert "nodeSelector" not in spec and spec["serviceAccountName"] == SERVICE_CPU_VALUES["SERVICE_ACCOUNT"]
+    assert "nodeSelector" not in spec
+    assert spec["serviceAccountName"] == SERVICE_CPU_VALUES["SERVICE_ACCOUNT"]
     container = spec["containers"][0]
     limits = container["resources"]["limits"]
     assert "nvidia.com/gpu" not in limits
     env = {item["name"]: item["value"] for item in container["env"]}
-    assert "INSPYRENET_REQUIRE_GPU" not in env and env["INSPYRENET_BACKEND"] == "auto"
+    assert "INSPYRENET_REQUIRE_GPU" not in env
+    assert env["INSPYRENET_BACKEND"] == "auto"
     # Concurrency matched to what runs at once, and that one inference on every vCPU.
     assert spec["containerConcurrency"] == int(env["INSPYRENET_WORKERS"]) * int(env["INSPYRENET_MAX_BATCH_SIZE"])
     assert int(env["INSPYRENET_THREADS"]) == int(limits["cpu"]) // int(env["INSPYRENET_WORKERS"])
@@ -237,4 +249,5 @@ def test_cpu_backup_service_runs_one_inference_on_every_vcpu_without_a_gpu():
     assert low <= int(limits["memory"].removesuffix("Gi")) <= high
     assert float(env["INSPYRENET_REQUEST_TIMEOUT"]) < spec["timeoutSeconds"]
     startup = container["startupProbe"]
-    assert startup["httpGet"]["path"] == "/health" and container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert startup["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"

@@ -38,7 +38,8 @@ def test_emulation_matches_native_fp16_to_a_rounding_step():
         native = net(x)
         with Fp16Emulation():
             emulated = net(x)
-    assert emulated.dtype == HALF and emulated.shape == native.shape
+    assert emulated.dtype == HALF
+    assert emulated.shape == native.shape
     # Same fp16 storage; only the order of the fp32 sums differs, which moves a few
     # values by an fp16 rounding step (measured: 99.9% bit-identical, at most 3 steps
     # on values near zero, i.e. under one step at the output's scale).
@@ -52,32 +53,39 @@ def test_emulation_overflows_where_fp16_overflows_and_fp32_does_not():
     assert torch.equal(Overflow()(x), x)  # fp32: no effect
     with torch.no_grad(), Fp16Emulation():
         emulated = Overflow()(x.half())
-    assert emulated.dtype == HALF and bool(torch.isinf(emulated).all())
+    assert emulated.dtype == HALF
+    assert bool(torch.isinf(emulated).all())
 
 
 def test_emulation_keeps_explicit_fp32_islands_and_in_place_ops():
     with torch.no_grad(), Fp16Emulation():
         island = torch.full((3,), 300.0, dtype=HALF).float() * 1000.0  # fp32 island: 3e5 is fine
-        assert island.dtype == torch.float32 and bool(torch.isfinite(island).all())
+        assert island.dtype == torch.float32
+        assert bool(torch.isfinite(island).all())
         value = torch.full((3,), 2.0, dtype=HALF)
         value.mul_(40000.0)  # in place, fp16 storage: overflows
-        assert value.dtype == HALF and bool(torch.isinf(value).all())
+        assert value.dtype == HALF
+        assert bool(torch.isinf(value).all())
         total = torch.ones(4, dtype=HALF) @ torch.ones(4, dtype=HALF)
-        assert total.dtype == HALF and float(total) == 4.0
+        assert total.dtype == HALF
+        assert float(total) == 4.0
 
 
 def test_execution_choice_is_reported():
     emulated = fp16_execution("cpu", "emulated")
-    assert emulated.mode == "emulated" and emulated.reason == "asked for"
-    assert emulated.cpu and emulated.cpu_capability == torch.backends.cpu.get_cpu_capability()
+    assert emulated.mode == "emulated"
+    assert emulated.reason == "asked for"
+    assert emulated.cpu
+    assert emulated.cpu_capability == torch.backends.cpu.get_cpu_capability()
     assert isinstance(fp16_context(emulated), Fp16Emulation)
     assert fp16_execution("cpu", "native").mode == "native"
     assert fp16_execution("cuda").mode == "native"
     threads = torch.get_num_threads()
     probed = fp16_execution("cpu")  # the probe times both dtypes on one thread, then gives the threads back
-    assert probed.mode in ("native", "emulated") and probed.reason.startswith("probe: ")
+    assert probed.mode in ("native", "emulated")
+    assert probed.reason.startswith("probe: ")
     assert torch.get_num_threads() == threads
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="fp16 execution 'fast': expected one of"):
         fp16_execution("cpu", "fast")
 
 

@@ -21,6 +21,8 @@ def test_a_failing_stage_is_recorded_and_the_others_still_run(tmp_path):
 
     summary = run_stages([("first", lambda: {"value": 1}), ("broken", broken), ("after", after)], {}, out)
     assert summary["broken"]["error"] == "RuntimeError: engine build exploded"
-    assert summary["after"]["ok"] is True and summary["first"]["value"] == 1
-    assert seen_on_disk[0]["broken"]["error"].startswith("RuntimeError") and "after" not in seen_on_disk[0]
+    assert summary["after"]["ok"] is True
+    assert summary["first"]["value"] == 1
+    assert seen_on_disk[0]["broken"]["error"].startswith("RuntimeError")
+    assert "after" not in seen_on_disk[0]
     assert json.loads(out.read_text())["after"]["ok"] is True

@@ -49,7 +49,8 @@ def test_any_mode_becomes_rgb(mode):
         img = source.convert(mode)
         fmt = {"CMYK": "JPEG", "YCbCr": "JPEG"}.get(mode, "PNG")
     decoded = decode_image(encode(img, fmt))
-    assert decoded.mode == "RGB" and decoded.size == (32, 24)
+    assert decoded.mode == "RGB"
+    assert decoded.size == (32, 24)
     if mode == "I;16":
         # 16-bit data is scaled to 8 bits, not clipped to white.
         expected = np.asarray(source.convert("L"))
@@ -86,9 +87,9 @@ def test_bad_bytes_are_refused(data, message):
 @pytest.mark.parametrize("fmt", ["DDS", "PPM", "ICO"])
 def test_formats_outside_the_documented_list_never_reach_a_decoder(fmt):
     """Pillow decodes these, but only the documented formats are opened (a DDS once escaped as a 500)."""
-    from serving.imaging.contract import UnsupportedImage
+    from serving.imaging.contract import UnsupportedImageError
 
-    with pytest.raises(UnsupportedImage, match="not an image in a supported format"):
+    with pytest.raises(UnsupportedImageError, match="not an image in a supported format"):
         decode_image(encode(gradient(16, 16), fmt))
 
 
@@ -127,7 +128,8 @@ def test_preprocess_is_bit_identical_to_remover(source_size):
     img = gradient(*source_size)
     ours = preprocess(img, (384, 384))
     theirs = remover_transform((384, 384))(img).unsqueeze(0).numpy()
-    assert ours.dtype == np.float32 and ours.shape == (1, 3, 384, 384)
+    assert ours.dtype == np.float32
+    assert ours.shape == (1, 3, 384, 384)
     assert np.array_equal(ours, theirs)
 
 
@@ -168,9 +170,12 @@ def test_sixteen_bit_image_costs_its_8_bit_result_not_float64_copies():
     decoded = {}
     peak = traced_peak_bytes(lambda: decoded.setdefault("img", decode_image(data)))
     img = decoded["img"]
-    assert img.mode == "RGB" and img.size == (width, height)
+    assert img.mode == "RGB"
+    assert img.size == (width, height)
     row = np.asarray(img)[0, :, 0].astype(int)
-    assert row[0] == 0 and row[-1] == 255 and np.all(np.diff(row) >= 0)  # scaled, not clipped
+    assert row[0] == 0
+    assert row[-1] == 255
+    assert np.all(np.diff(row) >= 0)
     assert peak < 6 * width * height  # the float64 path peaked at 24 bytes per pixel
 
 

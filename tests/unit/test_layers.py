@@ -62,35 +62,11 @@ def graph(root: Path = REPO) -> dict[str, set[str]]:
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Every group of modules that import each other, directly or around a loop (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    found: list[list[str]] = []
+    """Every group of modules that import each other, directly or around a loop."""
+    import networkx
 
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        for target in sorted(edges.get(node, ())):
-            if target not in index:
-                visit(target)
-                low[node] = min(low[node], low[target])
-            elif target in stack:
-                low[node] = min(low[node], index[target])
-        if low[node] == index[node]:
-            group = []
-            while True:
-                member = stack.pop()
-                group.append(member)
-                if member == node:
-                    break
-            if len(group) > 1:
-                found.append(sorted(group))
-
-    for node in sorted(edges):
-        if node not in index:
-            visit(node)
-    return found
+    import_graph = networkx.DiGraph([(source, target) for source, targets in edges.items() for target in targets])
+    return sorted(sorted(group) for group in networkx.strongly_connected_components(import_graph) if len(group) > 1)
 
 
 def within(name: str, prefixes: tuple[str, ...] | str) -> bool:

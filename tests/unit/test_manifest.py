@@ -10,7 +10,7 @@ from serving.bundle import BundleError, load_bundle, read_manifest
 from tests.toy_bundle import build_toy_bundle
 
 
-@pytest.fixture()
+@pytest.fixture
 def bundle_dir(tmp_path):
     return build_toy_bundle(tmp_path / "toy")
 
@@ -47,13 +47,18 @@ def test_a_bad_manifest_is_refused_in_one_line_that_names_the_field(bundle_dir, 
     with pytest.raises(BundleError) as error:
         load_bundle(bundle_dir)
     message = str(error.value)
-    assert words in message and "\n" not in message and str(bundle_dir / "manifest.json") in message
+    assert words in message
+    assert "\n" not in message
+    assert str(bundle_dir / "manifest.json") in message
 
 
 def test_the_readers_see_typed_fields(bundle_dir):
     bundle = load_bundle(bundle_dir)
     artifact = bundle.artifact("onnxruntime")
-    assert bundle.input_size == (384, 384) and bundle.mode == "fast"
-    assert artifact.servable and artifact.name == "onnxruntime" and artifact.max_batch == 4
+    assert bundle.input_size == (384, 384)
+    assert bundle.mode == "fast"
+    assert artifact.servable
+    assert artifact.name == "onnxruntime"
+    assert artifact.max_batch == 4
     assert artifact.total_bytes == (bundle_dir / "model.onnx").stat().st_size
     assert bundle.manifest.version_key == "fast-000000000000-20260101T000000Z"

@@ -28,12 +28,14 @@ def test_serving_install_has_no_torch():
 def test_dockerfile_build_is_the_torch_free_engine_step():
     text = (REPO / "Dockerfile.build").read_text()
     assert "-c /tmp/constraints/serve.txt -c /tmp/constraints/cuda12.txt" in text
-    assert '"${whl}[tensorrt-build]"' in text and "torch" not in text.replace("no torch", "")
+    assert '"${whl}[tensorrt-build]"' in text
+    assert "torch" not in text.replace("no torch", "")
     assert 'ENTRYPOINT ["/opt/inspyrenet/build-engines.sh"]' in text
     assert "build-engine" in (REPO / "scripts" / "build-engines.sh").read_text()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     tree = dependency_tree(project["dependencies"] + project["optional-dependencies"]["tensorrt-build"])
-    assert "tensorrt-cu12" in tree and not ({"torch", "torch-tensorrt", "transparent-background"} & tree)
+    assert "tensorrt-cu12" in tree
+    assert not ({"torch", "torch-tensorrt", "transparent-background"} & tree)
 
 
 @pytest.mark.parametrize("name", ["Dockerfile.serve", "Dockerfile.build"])
@@ -41,19 +43,22 @@ def test_images_install_the_wheel_by_path_with_constraints_as_a_user_of_their_ow
     text = (REPO / name).read_text()
     assert not text.startswith("# syntax")  # BuildKit would fetch a frontend image: offline builds fail
     instructions = dockerfile_instructions(name)
-    froms = [args for word, args in instructions if word == "FROM"]
-    assert all(f.startswith(("${PYTHON_IMAGE}", "cpu-runtime", "gpu-runtime")) for f in froms), froms
+    from_args = [args for word, args in instructions if word == "FROM"]
+    assert all(f.startswith(("${PYTHON_IMAGE}", "cpu-runtime", "gpu-runtime")) for f in from_args), from_args
     assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text  # one Python base for every image
     installs = [args for word, args in instructions if word == "RUN" and "pip install" in args]
     assert installs
     for run in installs:
         for command in run.split("pip install")[1:]:
             assert "-c /tmp/constraints/serve.txt" in command, command  # every install pinned
-        assert "--find-links" not in run and "inspyrenet-engines" not in run  # the wheel by its path
+        assert "--find-links" not in run
+        assert "inspyrenet-engines" not in run
     users = [args for word, args in instructions if word == "USER"]
-    assert users and all(u.strip() not in ("0", "root") for u in users)
+    assert users
+    assert all(u.strip() not in ("0", "root") for u in users)
     entrypoints = [args for word, args in instructions if word == "ENTRYPOINT"]
-    assert entrypoints and all(e.strip().startswith("[") for e in entrypoints)  # exec form: signals reach it
+    assert entrypoints
+    assert all(e.strip().startswith("[") for e in entrypoints)
 
 
 def test_serving_image_runs_the_serving_only_command_on_a_bundle_verified_at_build():
@@ -69,14 +74,16 @@ def test_serving_image_runs_the_serving_only_command_on_a_bundle_verified_at_bui
     assert project["scripts"]["inspyrenet-serve"] == "serving.cli:main"
     ignored = (REPO / ".dockerignore").read_text().splitlines()
     assert ignored[0:2] == ["# Build context of Dockerfile.serve and Dockerfile.build: only what they COPY.", "*"]
-    assert "artifacts/*/model.ts" in ignored and "artifacts/*/model.fp16.onnx*" in ignored
+    assert "artifacts/*/model.ts" in ignored
+    assert "artifacts/*/model.fp16.onnx*" in ignored
     assert not any(line.startswith("!") and ("tests" in line or ".git" in line) for line in ignored)
 
 
 def test_the_cuda12_stack_is_pinned_once_and_agrees():
     pins = constraints()
     tensorrt = {name: version for name, version in pins.items() if name.startswith("tensorrt")}
-    assert len(tensorrt) >= 4 and len(set(tensorrt.values())) == 1, tensorrt  # one TensorRT version
+    assert len(tensorrt) >= 4, tensorrt
+    assert len(set(tensorrt.values())) == 1, tensorrt  # one TensorRT version
     assert all(name.endswith(("cu12", "cu12-libs", "cu12-bindings")) for name in tensorrt)  # CUDA 12 builds
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
@@ -85,10 +92,12 @@ def test_the_cuda12_stack_is_pinned_once_and_agrees():
             name = canonicalize_name(requirement.name)
             assert name in pins or requirement.specifier, f"{name} ({extra}) is pinned nowhere"
             assert not (name in pins and requirement.specifier), f"{name} is pinned twice"
-    assert "cuda-bindings==12.9.10" in extras["tensorrt"] and "cuda-bindings==12.9.10" in extras["tensorrt-build"]
+    assert "cuda-bindings==12.9.10" in extras["tensorrt"]
+    assert "cuda-bindings==12.9.10" in extras["tensorrt-build"]
     for dockerfile in ("Dockerfile.serve", "Dockerfile.build"):
         text = (REPO / dockerfile).read_text()
-        assert "cuda12.txt" in text and "==11." not in text, dockerfile  # no second pin
+        assert "cuda12.txt" in text, dockerfile
+        assert "==11." not in text, dockerfile  # no second pin
     assert "-c constraints/cuda12.txt" in (REPO / "scripts" / "install.sh").read_text()
 
 
@@ -96,7 +105,8 @@ def test_serving_tensorrt_extra_has_no_torch():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     runtime = [r for r in project["optional-dependencies"]["tensorrt"] if not r.startswith("cuda-bindings")]
     tree = dependency_tree(runtime)
-    assert "tensorrt-lean-cu12" in tree and not ({"torch", "torch-tensorrt"} & tree)
+    assert "tensorrt-lean-cu12" in tree
+    assert not ({"torch", "torch-tensorrt"} & tree)
 
 
 def test_build_workflow_runs_the_cpu_half_then_only_the_engines_on_the_l4():
@@ -105,8 +115,10 @@ def test_build_workflow_runs_the_cpu_half_then_only_the_engines_on_the_l4():
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "build-engines.yml").read_text())
     assert workflow["permissions"] == {"contents": "read"}
     jobs = workflow["jobs"]
-    assert "gpu-l4" not in jobs["bundles"]["runs-on"] and "gpu-l4" in jobs["engines"]["runs-on"]
-    assert jobs["engines"]["needs"] == "bundles" and jobs["serve"]["needs"] == "engines"
+    assert "gpu-l4" not in jobs["bundles"]["runs-on"]
+    assert "gpu-l4" in jobs["engines"]["runs-on"]
+    assert jobs["engines"]["needs"] == "bundles"
+    assert jobs["serve"]["needs"] == "engines"
     assert "gpu-l4" not in jobs["serve"]["runs-on"]
 
     def runs(job: str) -> list[str]:
@@ -116,13 +128,18 @@ def test_build_workflow_runs_the_cpu_half_then_only_the_engines_on_the_l4():
     engine_steps = runs("engines")
     build_image = next(i for i, t in enumerate(engine_steps) if "docker build -f Dockerfile.build" in t)
     engines = next(i for i, t in enumerate(engine_steps) if "--gpus all" in t)
-    assert build_image < engines and "SOURCE_URI" in engine_steps[engines] and "base fast" in engine_steps[engines]
+    assert build_image < engines
+    assert "SOURCE_URI" in engine_steps[engines]
+    assert "base fast" in engine_steps[engines]
     assert not any("torch" in t or "inspyrenet build " in t for t in engine_steps)  # the L4 compiles, nothing else
     for job in ("bundles", "engines"):
         upload = next(s for s in jobs[job]["steps"] if "upload-artifact" in s.get("uses", ""))
-        assert upload["if"] == "always()" and "parity" in upload["with"]["path"]
+        assert upload["if"] == "always()"
+        assert "parity" in upload["with"]["path"]
     serve = runs("serve")[-1]
-    assert "inspyrenet pull" in serve and "docker build -f Dockerfile.serve" in serve and "docker push" in serve
+    assert "inspyrenet pull" in serve
+    assert "docker build -f Dockerfile.serve" in serve
+    assert "docker push" in serve
     steps = [s for job in jobs.values() for s in job["steps"]]
     assert all("@" in s["uses"] and len(s["uses"].split("@")[1]) == 40 for s in steps if "uses" in s)
 
@@ -140,7 +157,8 @@ def test_workflows_use_actions_on_node24(workflow):
 
     text = (REPO / ".github" / "workflows" / workflow).read_text()
     uses = re.findall(r"uses: ([\w-]+/[\w-]+)@([0-9a-f]{40}) # v(\d+)\.", text)
-    assert uses and {name for name, _, _ in uses} <= set(NODE24)
+    assert uses
+    assert {name for name, _, _ in uses} <= set(NODE24)
     assert all(int(major) >= NODE24[name] for name, _, major in uses), uses
 
 
@@ -149,9 +167,12 @@ def test_build_workflow_checks_inputs_first_and_runs_the_image_as_its_own_user()
 
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "build-engines.yml").read_text())
     jobs = workflow["jobs"]
-    assert jobs["bundles"]["needs"] == "inputs" and "gpu-l4" not in jobs["inputs"]["runs-on"]
+    assert jobs["bundles"]["needs"] == "inputs"
+    assert "gpu-l4" not in jobs["inputs"]["runs-on"]
     check = jobs["inputs"]["steps"][0]["run"]
-    assert "ARTIFACT_URI" in check and "SERVE_IMAGE" in check and "CHECKPOINT" in check
+    assert "ARTIFACT_URI" in check
+    assert "SERVE_IMAGE" in check
+    assert "CHECKPOINT" in check
     engine_run = next(s["run"] for s in jobs["engines"]["steps"] if "--gpus all" in s.get("run", ""))
     assert "--user" not in engine_run  # a uid the image does not know: no HOME, no cache, pwd lookups fail
     assert "-v inspyrenet-build-cache:/cache" in engine_run  # a named volume: outlives the wiped checkout
@@ -169,5 +190,17 @@ def test_pull_requests_get_the_lint_gate_and_the_unit_tier():
     runs = [step.get("run", "") for step in job["steps"]]
     assert runs[1:] == ["./scripts/install.sh", "./scripts/lint.sh", "./scripts/test.sh tests/unit --durations=10"]
     checkout = job["steps"][0]
-    assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["persist-credentials"] is False
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert checkout["with"]["persist-credentials"] is False
     assert sorted(p.name for p in (REPO / ".github" / "workflows").iterdir()) == sorted(WORKFLOWS)
+
+
+def test_the_commit_hooks_run_the_ruff_the_dev_extra_pins():
+    import yaml
+
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    (ruff,) = [pin for pin in dev if pin.startswith("ruff==")]
+    hooks = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"][0]["hooks"]
+    ruff_hooks = [hook for hook in hooks if hook["entry"].startswith("ruff ")]
+    assert [hook["id"] for hook in ruff_hooks] == ["ruff-check", "ruff-format"]
+    assert all(hook["additional_dependencies"] == [ruff] for hook in ruff_hooks)  # CI and a commit format alike

@@ -17,7 +17,10 @@ def test_defaults_are_remove_bgs():
         "rgba",
         "auto",
     )
-    assert not params.crop and params.scale is None and params.position is None and params.roi is None
+    assert not params.crop
+    assert params.scale is None
+    assert params.position is None
+    assert params.roi is None
 
 
 @pytest.mark.parametrize(
@@ -73,7 +76,8 @@ def test_margins_positions_scale_and_roi():
         {"crop": "true", "crop_margin": "10px 5%", "scale": "50%", "roi": "10% 0px 90% 300px"}
     )
     assert params.crop_margin == ((10.0, "px"), (5.0, "%"), (10.0, "px"), (5.0, "%"))
-    assert params.scale == 0.5 and params.position == (0.5, 0.5)  # scale implies position=center
+    assert params.scale == 0.5
+    assert params.position == (0.5, 0.5)
     assert params.roi == ((10.0, "%"), (0.0, "px"), (90.0, "%"), (300.0, "px"))
     assert parse_removebg_params({"crop_margin": "30"}).crop_margin == ((30.0, "px"),) * 4
     assert parse_removebg_params({"crop_margin": "1px 2px 3px 4px"}).crop_margin[3] == (4.0, "px")

@@ -21,14 +21,17 @@ def test_defaults_and_environment():
             "INSPYRENET_ARTIFACTS": "/srv/bundle",
         }
     )
-    assert settings.port == 9000 and settings.workers == 3 and settings.verify is False
+    assert settings.port == 9000
+    assert settings.workers == 3
+    assert settings.verify is False
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.artifacts == Path("/srv/bundle")
 
 
 def test_flags_override_environment():
     settings = Settings.from_env({"PORT": "9000"}, port=9100, backend=None)
-    assert settings.port == 9100 and settings.backend == "auto"
+    assert settings.port == 9100
+    assert settings.backend == "auto"
 
 
 @pytest.mark.parametrize(

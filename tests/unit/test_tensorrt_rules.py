@@ -19,7 +19,7 @@ def machine(runtime="tensorrt_lean", version="11.1.0.106", cc=(8, 9), name="NVID
 
 
 @pytest.mark.parametrize(
-    "target, here, words",
+    ("target", "here", "words"),
     [
         (L4, machine(), None),
         (L4, machine(cc=None), "no CUDA GPU"),
@@ -75,7 +75,8 @@ def test_compatibility_table(target, here, words):
     if words is None:
         assert reason is None
     else:
-        assert reason is not None and words in reason, reason
+        assert reason is not None, reason
+        assert words in reason, reason
 
 
 def inspector(layers):
@@ -128,7 +129,8 @@ def test_correct_engine_passes_in_tensorrt_11_inspector_format():
     from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 
     summary = precision_summary(realistic_engine(195, 15, key="DataType", half="Half", single="Float"))
-    assert summary["convolutions"] == {"fp16": 195, "fp32": 15} and fp16_problem(summary) is None
+    assert summary["convolutions"] == {"fp16": 195, "fp32": 15}
+    assert fp16_problem(summary) is None
 
 
 def test_output_precision_alone_would_have_failed_the_correct_engine():
@@ -145,9 +147,12 @@ def test_all_fp32_engine_fails():
     from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 
     problem = fp16_problem(precision_summary(realistic_engine(0, 210)))
-    assert problem and "fell back to fp32" in problem and "0%" in problem
+    assert problem
+    assert "fell back to fp32" in problem
+    assert "0%" in problem
     problem = fp16_problem(precision_summary(realistic_engine(0, 210, key="DataType", half="Half", single="Float")))
-    assert problem and "fell back to fp32" in problem
+    assert problem
+    assert "fell back to fp32" in problem
 
 
 def test_convolution_without_input_types_is_judged_by_its_weights():
@@ -163,7 +168,8 @@ def test_engine_without_detailed_layer_information_fails():
     from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 
     problem = fp16_problem(precision_summary(inspector(["layer a", "layer b"])))
-    assert problem and "no layer precisions" in problem
+    assert problem
+    assert "no layer precisions" in problem
 
 
 def test_engine_of_myelin_regions_is_judged_on_their_inputs():
@@ -177,9 +183,12 @@ def test_engine_of_myelin_regions_is_judged_on_their_inputs():
 def test_datatype_names_bf16_before_float():
     from pipeline.export.tensorrt_inspection import datatype, tensor_dtype
 
-    assert datatype("BFloat16") == "bf16" and datatype("Half") == "fp16" and datatype("Float") == "fp32"
+    assert datatype("BFloat16") == "bf16"
+    assert datatype("Half") == "fp16"
+    assert datatype("Float") == "fp32"
     assert datatype("Row major linear BF16 format (kLINEAR)") == "bf16"
-    assert tensor_dtype("DataType.BF16") == "bfloat16" and tensor_dtype("DataType.FLOAT") == "float32"
+    assert tensor_dtype("DataType.BF16") == "bfloat16"
+    assert tensor_dtype("DataType.FLOAT") == "float32"
 
 
 def test_builder_settings_ask_for_the_l4_route():
@@ -187,7 +196,8 @@ def test_builder_settings_ask_for_the_l4_route():
 
     settings = builder_settings(TensorRTOptions(max_batch=4), FAST_SIZE)
     assert {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"} <= set(settings["set_flags"])
-    assert settings["cleared_flags"] == ["TF32"] and settings["profiling_verbosity"] == "DETAILED"
+    assert settings["cleared_flags"] == ["TF32"]
+    assert settings["profiling_verbosity"] == "DETAILED"
     assert settings["profile"]["image"] == {"min": [1, 3, 384, 384], "opt": [1, 3, 384, 384], "max": [4, 3, 384, 384]}
     assert settings["hardware_compatibility_level"] == "NONE"
     assert (

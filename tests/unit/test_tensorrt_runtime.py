@@ -294,7 +294,7 @@ class FakeConfig:
 
 
 @pytest.mark.parametrize(
-    "stored, used, warned",
+    ("stored", "used", "warned"),
     [
         (b"this-gpu", "stored", False),
         (b"another-gpu", "fresh", True),
@@ -314,7 +314,8 @@ def test_a_timing_cache_of_another_device_costs_a_warning_and_a_fresh_cache(tmp_
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == (1 if warned else 0)
     if warned:
-        assert "another GPU or TensorRT version" in lines[0] and str(path) in lines[0]
+        assert "another GPU or TensorRT version" in lines[0]
+        assert str(path) in lines[0]
 
 
 def test_no_timing_cache_after_the_build_is_a_warning_not_a_failure(tmp_path, capsys):

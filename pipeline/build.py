@@ -179,10 +179,11 @@ class Builder:
         with BundleWriter(options.out) as writer:
             fp16_graph = onnx_fp16.SideBySideExport(ckpt, self.size, check_input, writer.staging)
             try:
-                for spec in model_exports(model, check_input, fp16_graph):
-                    self._export(writer, manifest, spec, check_input, reference)
+                exports = model_exports(model, check_input, fp16_graph)
+                self._export_all(writer, manifest, exports, check_input, reference)
             finally:
                 fp16_graph.stop()
+            del model, state, exports  # the eager model's memory goes to the int8 calibration
             self._int8(writer, manifest, check_input, reference)
             self._tensorrt(writer, manifest, check_input, reference)
             manifest.validation = (
@@ -226,6 +227,10 @@ class Builder:
         )
         self._export(writer, manifest, spec, check_input, reference)
 
+    def _export_all(self, writer, manifest, specs: list[ExportSpec], check_input, reference) -> None:
+        for spec in specs:
+            self._export(writer, manifest, spec, check_input, reference)
+
     def _int8(self, writer, manifest, check_input, reference) -> None:
         """The int8 graph for ONNX Runtime's CPU provider, quantized from the fp32 ONNX file (optional artifact)."""
         options = self.options
@@ -235,6 +240,20 @@ class Builder:
         flags = onnx_int8.cpu_flags()
         reduce_range = onnx_int8.resolve_reduce_range(options.int8_reduce_range, flags)
         calibration = [preprocess(img, self.size) for img in samples.photos().values()]
+        if options.int8 == "static":  # calibration's memory grows with the input's pixels: check it first
+            available = onnx_int8.available_gb()
+            fit = onnx_int8.images_that_fit(self.size, len(calibration), available)
+            if fit == 0 and available is not None:
+                problem = onnx_int8.memory_problem(self.size, available)
+                self.stages.console.print(f"int8 artifact skipped: {problem}", highlight=False)
+                manifest.skipped_artifacts.append(SkippedArtifact(backend=onnx_int8.LABEL, reason=problem))
+                return
+            if fit < len(calibration):
+                self.stages.console.print(
+                    f"int8 calibration on {fit} of {len(calibration)} photos: what fits in {available:.1f} GB",
+                    highlight=False,
+                )
+            calibration = calibration[:fit]
 
         def write(path: Path) -> dict[str, Any]:
             fields = onnx_int8.quantize(writer.path("model.onnx"), path, options.int8, calibration, reduce_range)

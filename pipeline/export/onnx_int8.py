@@ -66,6 +66,14 @@ def resolve_reduce_range(choice: str, flags: set[str]) -> bool:
     return choice == "on"
 
 
+# Peak resident memory of the static quantizer (the whole process), measured: 4.5 GB calibrating one image
+# at 384x384, 6.5 GB five images, 18.3 GB one image at 1024x1024 (docs/performance.md). Modelled as
+# linear in the input's pixels, with a share per further image; the build checks it before it starts.
+CALIBRATION_GB_FIXED = 2.2
+CALIBRATION_GB_PER_PIXEL = 1.535e-5
+CALIBRATION_GB_PER_PIXEL_PER_IMAGE = 3.5e-6
+
+
 class _Calibration:
     """ONNX Runtime's CalibrationDataReader protocol over preprocessed images, one at a time."""
 
@@ -74,6 +82,48 @@ class _Calibration:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
+
+
+def calibration_gb(size: tuple[int, int], images: int) -> float:
+    """About how much memory static calibration on ``images`` images at ``size`` (height, width) takes, in GB."""
+    pixels = size[0] * size[1]
+    return CALIBRATION_GB_FIXED + pixels * (
+        CALIBRATION_GB_PER_PIXEL + CALIBRATION_GB_PER_PIXEL_PER_IMAGE * (images - 1)
+    )
+
+
+def available_gb() -> float | None:
+    """Memory this process can still use, in GB: MemAvailable, or less under a cgroup limit; None if unknown."""
+    found: list[float] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024 / 1e9)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit != "max":
+            found.append((int(limit) - int(used)) / 1e9)
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def images_that_fit(size: tuple[int, int], wanted: int, available: float | None) -> int:
+    """How many of ``wanted`` calibration images static quantization at ``size`` can take here (0: not one)."""
+    if available is None:
+        return wanted  # unknown: try
+    return max((n for n in range(1, wanted + 1) if calibration_gb(size, n) <= available), default=0)
+
+
+def memory_problem(size: tuple[int, int], available: float) -> str:
+    """Why static quantization at ``size`` cannot run here: one line for the build's output and manifest."""
+    return (
+        f"static int8 calibration at {size[0]}x{size[1]} needs about {calibration_gb(size, 1):.0f} GB of memory "
+        f"and {available:.1f} GB is available here: build on a larger machine, or pass --int8 dynamic"
+    )
 
 
 @contextlib.contextmanager

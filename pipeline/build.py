@@ -228,6 +228,7 @@ class Builder:
         self._export(writer, manifest, spec, check_input, reference)
 
     def _export_all(self, writer, manifest, specs: list[ExportSpec], check_input, reference) -> None:
+        """Each spec in turn; a method so that no loop variable keeps a spec, and through it the model, alive."""
         for spec in specs:
             self._export(writer, manifest, spec, check_input, reference)
 

@@ -190,7 +190,7 @@ class CutoutAPI(ls.LitAPI):
         assert isinstance(params, CutoutParams)
         with Stopwatch(job, "postprocess"):
             assert job.image is not None
-            assert job.mask is not None
+            assert job.mask is not None  # predict ran: no error means both are set
             pixels, size = cutout_pixels(job.image, job.mask, params, self.settings.refine_max_pixels)
         with Stopwatch(job, "encode"):
             body = encode(pixels, params.format, params.quality)
@@ -209,7 +209,7 @@ class CutoutAPI(ls.LitAPI):
         assert isinstance(params, RemoveBgParams)
         if job.error is None:
             assert job.image is not None
-            assert job.mask is not None
+            assert job.mask is not None  # predict ran: no error means both are set
             try:
                 with Stopwatch(job, "postprocess"):
                     result = removebg_result(

@@ -163,7 +163,7 @@ def test_gs_checkpoint_is_downloaded_and_cached(gcs_emulator, synthetic_checkpoi
     mtime = first.path.stat().st_mtime_ns
     second = resolve("gs://weights/inspyrenet/synthetic.pth", "fast")
     assert second.path == first.path
-    assert second.path.stat().st_mtime_ns == mtime
+    assert second.path.stat().st_mtime_ns == mtime  # cache hit
 
 
 @pytest.mark.slow  # runs the inspyrenet command, which imports torch, in a new process

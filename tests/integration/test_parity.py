@@ -101,7 +101,7 @@ def validate_fails_on_torchscript(bundle: Path, images: Path, metric_words: tupl
     assert any(word in every_failure for word in metric_words), every_failure
     assert re.search(r"(mean_abs|p999_abs|max_abs|iou|off_share|nonfinite) ", failed["summary"])
     assert "torchscript" in result.stdout
-    assert "failed" in result.stdout
+    assert "failed" in result.stdout  # the terminal table
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: parity failed: torchscript (")
     assert "onnxruntime" not in error

@@ -133,7 +133,7 @@ def test_size_preview_format_zip_type_and_ignored_parameters(client):
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     color, alpha = Image.open(archive.open("color.jpg")), Image.open(archive.open("alpha.png"))
     assert color.size == alpha.size
-    assert color.size[0] * color.size[1] <= 250_000
+    assert color.size[0] * color.size[1] <= 250_000  # preview: 0.25 MP
     assert answer.headers["x-type"] == "product"
     assert answer.headers["x-shadow"] == "not applied"
     assert answer.headers["x-ignored-parameters"] == "shadow_type"

@@ -103,7 +103,7 @@ def test_a_killed_worker_is_replaced_and_its_request_answered_503(faults_server)
             break
         time.sleep(0.1)
     assert 503 in codes
-    assert codes[-1] == 200
+    assert codes[-1] == 200  # 503 while no worker is warm, 200 once the new one is
     assert server.process.poll() is None  # the server lives on
     assert decode(post_image(httpx.Client(base_url=server.url, timeout=60), photo_bytes())).mode == "RGBA"
     died = [line for line in server.log_lines() if line.get("message") == "inference worker died: replacing it"]
@@ -119,7 +119,7 @@ def test_over_the_admission_limit_the_answer_is_503_at_once(faults_server):
         responses = list(pool.map(lambda _: post_image(client, data, output="mask"), range(8)))
     codes = sorted(r.status_code for r in responses)
     assert set(codes) == {200, 503}
-    assert codes.count(200) >= 2
+    assert codes.count(200) >= 2  # before: all 8 queued (and, at 50, 504s)
     for response in responses:
         if response.status_code == 503:
             assert int(response.headers["retry-after"]) >= 1

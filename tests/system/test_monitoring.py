@@ -240,7 +240,7 @@ def test_alert_policies_hold_the_plans_targets(rendered):
     assert latency["P99"].aggregations[0].per_series_aligner == aligner.ALIGN_PERCENTILE_99
     p90 = policies["alert-latency-p90.json"].conditions[0].condition_prometheus_query_language.query
     assert p90.startswith("histogram_quantile(0.90,")
-    assert p90.endswith("> 10000")
+    assert p90.endswith("> 10000")  # ms, Cloud Run's unit
     errors = policies["alert-errors.json"].conditions[0].condition_threshold
     assert errors.threshold_value == 0.001
     assert 'response_code_class = "5xx"' in errors.filter

@@ -52,13 +52,13 @@ def test_images_install_the_wheel_by_path_with_constraints_as_a_user_of_their_ow
         for command in run.split("pip install")[1:]:
             assert "-c /tmp/constraints/serve.txt" in command, command  # every install pinned
         assert "--find-links" not in run
-        assert "inspyrenet-engines" not in run
+        assert "inspyrenet-engines" not in run  # the wheel by its path
     users = [args for word, args in instructions if word == "USER"]
     assert users
     assert all(u.strip() not in ("0", "root") for u in users)
     entrypoints = [args for word, args in instructions if word == "ENTRYPOINT"]
     assert entrypoints
-    assert all(e.strip().startswith("[") for e in entrypoints)
+    assert all(e.strip().startswith("[") for e in entrypoints)  # exec form: signals reach it
 
 
 def test_serving_image_runs_the_serving_only_command_on_a_bundle_verified_at_build():

@@ -111,13 +111,13 @@ def test_background_colour_and_image(image, mask):
     backdrop = Image.new("RGB", (50, 50), (0, 0, 255))
     blue = np.asarray(opened(result(image, mask, background=backdrop, format="png").body))
     assert blue.shape == (HEIGHT, WIDTH, 4)
-    assert tuple(blue[0, 0]) == (0, 0, 255, 255)
+    assert tuple(blue[0, 0]) == (0, 0, 255, 255)  # scaled to cover the canvas
 
 
 def test_jpeg_zip_webp_and_alpha_channel(image, mask):
     jpeg = opened(result(image, mask, format="jpg").body)
     assert jpeg.format == "JPEG"
-    assert np.asarray(jpeg)[0, 0].min() > 240
+    assert np.asarray(jpeg)[0, 0].min() > 240  # no transparency: white
     archive = zipfile.ZipFile(io.BytesIO(result(image, mask, format="zip").body))
     assert sorted(archive.namelist()) == ["alpha.png", "color.jpg"]
     alpha = np.asarray(Image.open(archive.open("alpha.png")))
@@ -136,5 +136,5 @@ def test_sizes_fit_the_megapixels():
     big = Image.new("RGB", (4000, 3000))
     width, height = fit_megapixels(big, 0.25).size
     assert width * height <= 250_000
-    assert (width, height) == (577, 433)
+    assert (width, height) == (577, 433)  # 0.25 MP, aspect kept
     assert fit_megapixels(big, 25.0) is big

@@ -77,7 +77,7 @@ def test_margins_positions_scale_and_roi():
     )
     assert params.crop_margin == ((10.0, "px"), (5.0, "%"), (10.0, "px"), (5.0, "%"))
     assert params.scale == 0.5
-    assert params.position == (0.5, 0.5)
+    assert params.position == (0.5, 0.5)  # scale implies position=center
     assert params.roi == ((10.0, "%"), (0.0, "px"), (90.0, "%"), (300.0, "px"))
     assert parse_removebg_params({"crop_margin": "30"}).crop_margin == ((30.0, "px"),) * 4
     assert parse_removebg_params({"crop_margin": "1px 2px 3px 4px"}).crop_margin[3] == (4.0, "px")

@@ -14,6 +14,7 @@ from typing import Any
 
 from serving.errors import UserError
 
+CUTOUT_PATH = "/v1/remove-background"
 OUTPUTS = ("rgba", "mask", "rgb")
 FORMATS = ("png", "webp", "jpeg")
 FORMAT_ALIASES = {"jpg": "jpeg"}

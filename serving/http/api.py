@@ -32,11 +32,11 @@ from serving.imaging.cutout import cutout_pixels, encode
 from serving.imaging.removebg import NoForegroundError, fit_megapixels, removebg_result
 from serving.loading import load_warm_backend, one_line
 from serving.logs import log
-from serving.params import CutoutParams
+from serving.params import CUTOUT_PATH, CutoutParams
 from serving.removebg_params import RemoveBgParams
 from serving.settings import Settings
 
-API_PATH = "/v1/remove-background"
+API_PATH = CUTOUT_PATH
 
 
 @dataclass

@@ -51,12 +51,15 @@ from serving.http.bodies import (
 )
 from serving.http.metrics import metrics, render
 from serving.http.removebg import REMOVEBG_PATH, receive_removebg, render_rejection
+from serving.imaging.contract import RESIZE_RULE, UPSAMPLE_RULE
 from serving.logs import log
-from serving.params import ParamError, parse_params
+from serving.params import CUTOUT_PATH, ParamError, parse_params
 from serving.settings import Settings
 
 KNOWN_ROUTES = ("/health", "/warmup", "/metrics", "/info")
-OPEN_ROUTES = ("/health", "/warmup")  # Cloud Run's probes and a page's wake-up call send no key
+# Cloud Run's probes, a page's wake-up call and its question for the model's input size send no key.
+OPEN_ROUTES = ("/health", "/warmup", "/info")
+MASK_FORMATS = ("png", "webp")  # the mask answer's encodings: single-channel PNG, lossless WebP
 WATCH_SECONDS = 0.2  # how often a waiting request looks for a dead worker
 
 
@@ -359,6 +362,37 @@ async def warmup(request: Request) -> Response:
             "workers_ready": len(states),
         }
     )
+
+
+def model_description(mode: str, input_size: tuple[int, int]) -> dict[str, Any]:
+    """What ``GET /info`` answers: the model's input size and the mask answer the mobile path asks for.
+
+    A client that sends the photo at exactly this size (resized as the rule says) gets back
+    ``output=mask`` at that same size, with no resize on the server: the browser composes the
+    full-size cutout from the photo it already has (clients/web).
+    """
+    height, width = input_size
+    return {
+        "mode": mode,
+        "input": {"width": width, "height": height, "resize": RESIZE_RULE},
+        "mask": {
+            "route": CUTOUT_PATH,
+            "params": {"output": "mask"},
+            "formats": list(MASK_FORMATS),
+            "upsample": UPSAMPLE_RULE,
+        },
+    }
+
+
+def info_route(description: dict[str, Any]) -> Callable[[Request], Any]:
+    """``GET /info``: open like /health (a page asks before it has a photo); the worker's backend once one is warm."""
+
+    async def info(request: Request) -> Response:
+        states = run_state.worker_states()
+        served = {"backend": states[0]["backend"], "device": states[0]["device"]} if states else {}
+        return JSONResponse({**description, **served})
+
+    return info
 
 
 async def prometheus(request: Request) -> Response:

@@ -30,7 +30,7 @@ from typing import Any
 
 from serving import logs
 from serving.backends.selection import SelectionError
-from serving.bundle import BundleError
+from serving.bundle import BundleError, load_bundle
 from serving.http import handoff, lifetime, litserve_adapter, run_state
 from serving.loading import ServeError, preflight
 from serving.logs import log
@@ -156,13 +156,14 @@ def _count_death() -> None:
     metrics().worker_deaths.inc()
 
 
-def _build_server(settings: Settings, usable: list[str], verified: set[str]):
+def _build_server(settings: Settings, usable: list[str], verified: set[str], model: dict | None = None):
+    """The LitServer with our gateway and routes; ``model``: what GET /info answers (``model_description``)."""
     ls = litserve_adapter.import_litserve()  # uvicorn's processes get our log format through log_config
     from fastapi.middleware.cors import CORSMiddleware
 
     from serving.http.admission import Admission
     from serving.http.api import API_PATH, CutoutAPI
-    from serving.http.gateway import CutoutGateway, prometheus, warmup
+    from serving.http.gateway import CutoutGateway, info_route, prometheus, warmup
 
     api = CutoutAPI(settings, backends=usable, verified=verified)
     server = ls.LitServer(
@@ -174,7 +175,7 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
         disable_openapi_url=not settings.docs,  # also turns off /docs and /redoc
     )
     litserve_adapter.set_restart_interval(server, WATCH_SECONDS)
-    _replace_health_route(server, keep_info=settings.docs)
+    _replace_health_route(server)
     litserve_adapter.drop_gzip(server)
     server.app.add_middleware(
         CutoutGateway, api_path=API_PATH, settings=settings, admission=Admission(settings.in_flight_limit)
@@ -207,11 +208,14 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str]):
         )
     server.app.add_api_route("/warmup", warmup, methods=["POST", "GET"], include_in_schema=False)
     server.app.add_api_route("/metrics", prometheus, methods=["GET"], include_in_schema=False)
+    if model is not None:
+        server.app.add_api_route("/info", info_route(model), methods=["GET"], include_in_schema=False)
     return server
 
 
-def _replace_health_route(server, keep_info: bool) -> None:
-    """/health: 200 while at least one worker is warm (LitServe's wants all of them); "/" and /info off."""
+def _replace_health_route(server) -> None:
+    """/health: 200 while at least one worker is warm (LitServe's wants all of them); LitServe's "/" and
+    /info (its server configuration) off: /info is ours, the model's input size (``gateway.info_route``)."""
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
 
@@ -222,7 +226,7 @@ def _replace_health_route(server, keep_info: bool) -> None:
             return PlainTextResponse(" ".join(["ok", *served]))
         return PlainTextResponse("not ready", status_code=503)
 
-    litserve_adapter.drop_routes(server, {"/health", "/"} | (set() if keep_info else {"/info"}))
+    litserve_adapter.drop_routes(server, {"/health", "/", "/info"})
     server.app.add_route("/health", health, methods=["GET"], include_in_schema=False)
 
 
@@ -259,15 +263,17 @@ def run(settings: Settings) -> None:
     pull_if_missing(settings)
     try:
         usable, verified = preflight(settings)
+        bundle = load_bundle(settings.artifacts, verify=False)
     except (BundleError, SelectionError) as exc:
         raise ServeError(str(exc)) from None
+    from serving.http.gateway import model_description
     from serving.http.header_timeout import with_header_timeout
 
     run_state.prepare(started)
     handoff.prepare()
     lifetime.register_main_process()
     try:
-        server = _build_server(settings, usable, verified)
+        server = _build_server(settings, usable, verified, model_description(bundle.mode, bundle.input_size))
         supervisor = WorkerSupervisor(server)
         try:
             _install_sigterm(server)

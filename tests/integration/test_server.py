@@ -98,6 +98,31 @@ def test_alpha_equals_the_served_mask_and_the_model(client, toy_bundle):
     assert np.array_equal(rgba[..., :3], np.asarray(img))
 
 
+def test_the_mobile_paths_mask_comes_back_at_the_uploaded_size_in_both_encodings(client, toy_bundle):
+    """clients/web uploads the photo resized to the model's input size (GET /info says which) and asks for
+    output=mask: the answer is the model's own mask at that size, with no resize on either side; PNG is
+    single-channel, lossless WebP decodes to the same levels."""
+    info = client.get("/info").json()
+    size = (info["input"]["width"], info["input"]["height"])
+    assert size == (384, 384)
+    upload = photo_bytes("PNG", size=size)  # lossless, at the model's size
+    png = decode(post_image(client, upload, "image/png", output="mask", format="png"))
+    webp = decode(post_image(client, upload, "image/png", output="mask", format="webp"))
+    assert (png.mode, png.size) == ("L", size)
+    assert webp.size == size
+    assert np.array_equal(np.asarray(webp.convert("L")), np.asarray(png))
+    from serving.backends import open_backend
+    from serving.bundle import load_bundle
+    from serving.imaging.contract import decode_image, mask_to_uint8, preprocess
+
+    bundle = load_bundle(toy_bundle, verify=False)
+    backend = open_backend(bundle, bundle.artifact("onnxruntime"), device="cpu")
+    model_mask = backend.infer(preprocess(decode_image(upload), bundle.input_size))[0, 0]
+    assert np.array_equal(np.asarray(png), mask_to_uint8(model_mask))  # the model's mask, only quantised
+    other = decode(post_image(client, photo_bytes("PNG", size=(500, 300)), "image/png", output="mask"))
+    assert other.size == (500, 300)  # any other size: the mask at the size it was sent
+
+
 def test_multipart_and_json_inputs(client):
     data = photo_bytes()
     multipart = client.post(API, files={"image": ("cat.jpg", data, "image/jpeg")}, data={"output": "mask"})
@@ -384,6 +409,12 @@ def test_api_key_guards_inference(keyed_server):
         ok = http.post(API, content=photo_bytes(), headers={"Content-Type": "image/jpeg", **KEY_HEADER})
         assert ok.status_code == 200  # a non-ASCII key, sent as UTF-8, matches
         assert http.get("/metrics").status_code == 401
+        info = http.get("/info")  # a page asks for the input size before it has a photo: no key
+        assert info.status_code == 200
+        assert info.json()["input"] == {"width": 384, "height": 384, "resize": info.json()["input"]["resize"]}
+        assert info.json()["backend"] == "onnxruntime"
+        mask = http.post(API, content=photo_bytes(), params={"output": "mask"}, headers={"Content-Type": "image/jpeg"})
+        assert mask.status_code == 401  # the mask answer is a cutout: behind the key
 
 
 def ready_workers(server, seconds: float = 120) -> set[str]:

@@ -199,3 +199,20 @@ def test_refine_over_its_pixel_budget_works_at_a_reduced_size():
     assert np.array_equal(out[alpha8 == 255][:, :3], rgb[alpha8 == 255])  # opaque pixels keep their colour
     assert np.abs(out[edge][:, :3].astype(int) - full[edge].astype(int)).mean() < 4  # close to full-size refine
     assert peak < 32 * width * height  # at full size this compose peaked at 96 bytes per pixel
+
+
+def test_an_image_at_the_model_size_reaches_the_model_unresized():
+    """The mobile path uploads the photo already at the model's input size: no second resize on the server."""
+    img = gradient(384, 384)
+    expected = np.array(img, dtype=np.float32)  # the photo's own pixels, normalised as Remover does
+    expected /= 255
+    expected -= np.array([0.485, 0.456, 0.406])
+    expected /= np.array([0.229, 0.224, 0.225])
+    assert np.array_equal(preprocess(img, (384, 384))[0], expected.transpose(2, 0, 1))
+    assert not np.array_equal(preprocess(gradient(385, 384), (384, 384))[0], expected.transpose(2, 0, 1))
+
+
+def test_a_mask_at_its_own_size_is_not_resampled():
+    mask = np.random.default_rng(3).random((384, 384), dtype=np.float32)
+    assert np.array_equal(upsample_mask(mask, (384, 384)), mask)
+    assert np.array_equal(mask_to_uint8(upsample_mask(mask, (384, 384))), mask_to_uint8(mask))

@@ -480,6 +480,81 @@ def load_test(artifacts: Path, backend: str, concurrency: int, bodies: int, body
     click.echo(f"written: {out / 'load.json'}")
 
 
+@main.command("bench-mobile")
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts/fast"),
+    show_default=True,
+    help="Bundle to serve.",
+)
+@click.option("--backend", type=click.Choice(ARTIFACT_NAMES), default="onnxruntime", show_default=True)
+@click.option(
+    "--link",
+    "links",
+    type=click.Choice(["loopback", "4g", "slow-4g"]),
+    multiple=True,
+    default=("loopback", "4g", "slow-4g"),
+    show_default=True,
+    help="Links to shape (repeatable): 4G is 9 / 1.5 Mbit/s and 170 ms, slow 4G 1.6 / 0.75 Mbit/s and 150 ms.",
+)
+@click.option(
+    "--size",
+    "sizes",
+    type=click.Choice(["1", "12", "24"]),
+    multiple=True,
+    default=("1", "12", "24"),
+    show_default=True,
+    help="Photo sizes in megapixels (repeatable).",
+)
+@click.option("--runs", type=click.IntRange(1, 20), default=3, show_default=True, help="Mobile-path cutouts per cell.")
+@click.option(
+    "--baseline-runs", type=click.IntRange(1, 20), default=1, show_default=True, help="Today's path, per cell."
+)
+@click.option(
+    "--baseline-budget",
+    type=click.FloatRange(0),
+    default=200.0,
+    show_default=True,
+    help="Skip today's path where its transfer alone would take longer (seconds).",
+)
+@click.option("--sweep/--no-sweep", default=False, show_default=True, help="Also measure every upload setting.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Where mobile.json goes.",
+)
+def bench_mobile(artifacts, backend, links, sizes, runs, baseline_runs, baseline_budget, sweep, out) -> None:
+    """A phone's cutout through a shaped link: the browser client's mobile path against today's, in Chromium."""
+    from rich.console import Console
+
+    from pipeline.bench.browser import BrowserUnavailableError
+    from pipeline.bench.mobile import MOBILE_FILE, markdown, run_mobile_bench
+    from serving.bundle import load_bundle
+
+    load_bundle(artifacts, verify=False)  # a missing or broken bundle is one line, before any server starts
+    try:
+        with Console(stderr=True).status("starting") as status:
+            report = run_mobile_bench(
+                artifacts,
+                backend,
+                list(links),
+                sorted(int(size) for size in sizes),
+                runs,
+                baseline_runs,
+                baseline_budget,
+                sweep,
+                out,
+                status.update,
+            )
+    except BrowserUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(markdown(report))
+    click.echo(f"written: {out / MOBILE_FILE}")
+
+
 PRICES = Path(__file__).resolve().parent.parent / "deploy" / "prices.json"
 
 

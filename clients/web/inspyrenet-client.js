@@ -794,7 +794,7 @@
    * removes columns, else the horizontal pass first (measured on 2,478 random shapes; a test
    * compares the two on this Pillow); a side that keeps its size has no pass. RGBA out.
    */
-  function resizeLikePillow(photo, width, height, maxPixels, pool) {
+  function resizeLikePillow(photo, width, height, maxPixels) {
     var across = kernels.resampleTaps(photo.width, width);
     var down = kernels.resampleTaps(photo.height, height);
     var horizontal = width !== photo.width;
@@ -812,22 +812,18 @@
       kernels.resampleRows(tall, 3, photo.width, height, across, out, width, 0);
       return root.Promise.resolve(kernels.withAlpha(out));
     }
-    // The horizontal pass first (or alone), a part of rows per worker.
+    // The horizontal pass first (or alone), here: on workers it took 2.6 times as long on a 2-core
+    // desktop (the parts' copies and messages cost more than the pass: docs/performance.md).
     var wide = new root.Uint8Array(width * photo.height * 3);
-    var parts = [];
-    forEachPart(photo, maxPixels, function (rgba, y0, rows) {
-      parts.push(pool.resampleRows(rgba, photo.width, rows, across, width).then(function (rgb) {
-        wide.set(rgb, y0 * width * 3);
-      }));
+    forEachBand(photo, maxPixels, function (rgba, y0, rows) {
+      kernels.resampleRows(rgba, 4, photo.width, rows, across, wide, width, y0);
     });
-    return root.Promise.all(parts).then(function () {
-      if (!vertical) {
-        return kernels.withAlpha(wide);
-      }
-      var rest = new kernels.ColumnSums(width, down, height);
-      rest.add(wide, 3, 0, photo.height);
-      return kernels.withAlpha(rest.pixels());
-    });
+    if (!vertical) {
+      return root.Promise.resolve(kernels.withAlpha(wide));
+    }
+    var rest = new kernels.ColumnSums(width, down, height);
+    rest.add(wide, 3, 0, photo.height);
+    return root.Promise.resolve(kernels.withAlpha(rest.pixels()));
   }
 
   function canvasBlob(canvas, type, quality) {
@@ -990,16 +986,12 @@
   }
 
   /*
-   * Workers for the pixel kernels (resample rows, deflate parts): as many as the machine has cores
+   * Workers that deflate the PNG's parts: as many as the machine has cores
    * (at most 4), made once per page from imageKernels' own source. Where the page cannot start a
    * worker (no Worker, or a content security policy without blob: workers), the work is done here.
    */
-  var WORKER_MAIN = "self.onmessage = function (e) { var d = e.data, out;" +
-    " if (d.kind === 'deflate') { out = kernels.idatChunk(new Uint8Array(d.bytes)); }" +
-    " else { out = new Uint8Array(d.width * d.rows * 3); kernels.resampleRows(new Uint8Array(d.pixels), 4," +
-    " d.srcWidth, d.rows, {bounds: new Int32Array(d.bounds), weights: new Int32Array(d.weights), size: d.size}," +
-    " out, d.width, 0); }" +
-    " self.postMessage({id: d.id, result: out.buffer}, [out.buffer]); };";
+  var WORKER_MAIN = "self.onmessage = function (e) { var out = kernels.idatChunk(new Uint8Array(e.data.bytes));" +
+    " self.postMessage({id: e.data.id, result: out.buffer}, [out.buffer]); };";
 
   function WorkerPool(size) {
     this.workers = [];
@@ -1045,7 +1037,7 @@
     this.workers = [];
   };
 
-  /* Send message (its `bytes`/`pixels` buffer moves to the worker) to the next worker; the promise of its result. */
+  /* Send message (its `bytes` buffer moves to the worker) to the next worker; the promise of its result. */
   WorkerPool.prototype._post = function (message, buffer) {
     var pool = this;
     var id = ++this.ids;
@@ -1067,19 +1059,7 @@
       return root.Promise.resolve(kernels.idatChunk(filtered));
     }
     var bytes = ownBuffer(filtered);
-    return this._post({kind: "deflate", bytes: bytes}, bytes);
-  };
-
-  /* Pillow's horizontal pass over RGBA rows: the promise of their RGB result, `across`' width wide. */
-  WorkerPool.prototype.resampleRows = function (rgba, srcWidth, rows, across, width) {
-    if (this.workers.length === 0) {
-      var out = new root.Uint8Array(width * rows * 3);
-      kernels.resampleRows(rgba, 4, srcWidth, rows, across, out, width, 0);
-      return root.Promise.resolve(out);
-    }
-    var pixels = ownBuffer(rgba);
-    return this._post({kind: "rows", pixels: pixels, srcWidth: srcWidth, rows: rows, width: width,
-                       bounds: across.bounds, weights: across.weights, size: across.size}, pixels);
+    return this._post({bytes: bytes}, bytes);
   };
 
   var sharedPool = null;  // the page's workers: made at its first cutout; none again once they failed
@@ -1512,7 +1492,7 @@
             timings.resize = 0;  // no larger than what would be sent: the photo itself is the upload
             return {blob: image, width: photo.width, height: photo.height};
           }
-          return resizeLikePillow(photo, size.width, size.height, client.maxCanvasPixels, pool).then(function (pixels) {
+          return resizeLikePillow(photo, size.width, size.height, client.maxCanvasPixels).then(function (pixels) {
             timings.resize = seconds(begun);
             begun = now();
             return encodeUpload(pixels, size.width, size.height, client.uploadType, client.uploadQuality);

@@ -150,7 +150,7 @@ def test_the_clients_resize_is_pillows_bilinear_to_the_bit(page, web, size):
         """async ([url, width, height]) => {
             const internals = InspyrenetClient.internals;
             const photo = await internals.decodePhoto(await (await fetch(url)).blob(), {});
-            const rgba = await internals.resizeLikePillow(photo, width, height, 100000, internals.workerPool({}));
+            const rgba = await internals.resizeLikePillow(photo, width, height, 100000);
             let text = "";
             for (let i = 0; i < rgba.length; i += 8192) {
                 text += String.fromCharCode.apply(null, rgba.subarray(i, i + 8192));

@@ -70,6 +70,14 @@ class BodyReader:
     async def read_all(self) -> bytes:
         return b"".join([chunk async for chunk in self])
 
+    async def client_gone(self) -> None:
+        """Returns when the client disconnects; only once the whole body is read (until then receive()
+        gives body chunks, which this would take)."""
+        if not self.done:
+            raise RuntimeError("client_gone() before the body was read")
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
 
 async def read_form(scope: Scope, body: BodyReader, max_files: int) -> FormData:
     """The multipart or urlencoded form, parsed within the body's limits; the caller closes it."""

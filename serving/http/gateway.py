@@ -147,6 +147,7 @@ class CutoutGateway:
                 else:
                     request = {"id": request_id, "params": await self._receive_image(scope, receive, request_id)}
             except RequestRejectedError as exc:
+                slot.release()  # before the answer: a client may send its next request the moment it has it
                 await render(exc)(scope, receive, send)
                 return
             inner_scope, inner_receive = _with_json_body(scope, json.dumps(request).encode("utf-8"), self.api_path)
@@ -235,6 +236,8 @@ class CutoutGateway:
             if state["ours"]:
                 return  # we already answered this request; LitServe's late answer goes nowhere
             state["started"] = True
+            if message["type"] == "http.response.start":
+                slot.release()  # the worker is done with it: free before the client can read the answer
             await send(message)
 
         app = asyncio.ensure_future(self.app(scope, inner_receive, app_send))
@@ -248,11 +251,7 @@ class CutoutGateway:
                     app.result()
                     return
                 if client is not None and client in done:
-                    # Nobody will read the answer: a worker that has not taken the request skips it, so
-                    # its admission slot is free now (LitServe's answer, a quick 499, goes nowhere).
-                    if handoff.cancel(request_id):
-                        slot.release()
-                    log("client disconnected: request cancelled", severity="WARNING", request=request_id)
+                    _client_left(request_id, slot)
                     client = None
                     continue
                 if state["started"]:
@@ -262,11 +261,20 @@ class CutoutGateway:
                     continue
                 state["ours"] = True
                 app.cancel()
+                slot.release()
                 await render(error)(scope, inner_receive, send)
                 return
         finally:
             if client is not None:
                 client.cancel()
+
+
+def _client_left(request_id: str, slot: Slot) -> None:
+    """Nobody will read the answer: a worker that has not taken the request skips it, so its admission
+    slot is free now (LitServe's answer, a quick 499, goes nowhere)."""
+    if handoff.cancel(request_id):
+        slot.release()
+    log("client disconnected: request cancelled", severity="WARNING", request=request_id)
 
 
 class Slot:

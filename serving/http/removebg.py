@@ -13,6 +13,7 @@ checked (``removebg_params``), and the worker makes the result
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -115,8 +116,8 @@ async def receive_removebg(
                 "application/x-www-form-urlencoded or application/json",
                 "unsupported_content_type",
             )
-        await _read_image(fields, uploads, settings)
-        has_background = await _read_background(fields, uploads, settings)
+        await _read_image(fields, uploads, settings, body)
+        has_background = await _read_background(fields, uploads, settings, body)
         try:
             params = parse_removebg_params(fields, bg_image=background_id if has_background else None)
         except ParamError as exc:
@@ -175,7 +176,7 @@ def _image_source(fields: dict[str, Any], uploads: _Uploads) -> str:
     return sources[0]
 
 
-async def _read_image(fields: dict[str, Any], uploads: _Uploads, settings: Settings) -> None:
+async def _read_image(fields: dict[str, Any], uploads: _Uploads, settings: Settings, body: BodyReader) -> None:
     """Exactly one source: the file part (already copied), base64, or a URL fetched here."""
     source = _image_source(fields, uploads)
     if source == "image_file_b64":
@@ -184,26 +185,28 @@ async def _read_image(fields: dict[str, Any], uploads: _Uploads, settings: Setti
             raise SourceRejectedError("image_file_b64 must be a base64 string", "invalid_parameters")
         uploads.image.write(decode_base64(value, "image_file_b64"))
     elif source == "image_url":
-        await _fetch_into("image_url", fields["image_url"], uploads.image, settings)
+        await _fetch_into("image_url", fields["image_url"], uploads.image, settings, body)
     if uploads.image.size == 0:
         raise SourceRejectedError("the image is empty", "missing_source")
     for name in ("image_file_b64", "image_url"):
         fields.pop(name, None)
 
 
-async def _read_background(fields: dict[str, Any], uploads: _Uploads, settings: Settings) -> bool:
+async def _read_background(fields: dict[str, Any], uploads: _Uploads, settings: Settings, body: BodyReader) -> bool:
     """A background image from bg_image_file (copied already) or bg_image_url; True when there is one."""
     has_file = uploads.background is not None and uploads.background.size > 0
     url = fields.pop("bg_image_url", None)
     if given(url):
         if has_file:
             raise SourceRejectedError("give one background: bg_image_url or bg_image_file", "invalid_parameters")
-        await _fetch_into("bg_image_url", url, uploads.background_upload(), settings)
+        await _fetch_into("bg_image_url", url, uploads.background_upload(), settings, body)
         return True
     return has_file
 
 
-async def _fetch_into(field: str, url: Any, upload: handoff.Upload, settings: Settings) -> None:
+async def _fetch_into(field: str, url: Any, upload: handoff.Upload, settings: Settings, body: BodyReader) -> None:
+    """Fetch ``url`` into ``upload`` on a thread; a client that disconnects meanwhile cancels the fetch at
+    once (its admission slot is given back by the gateway), rather than when the fetch's deadline passes."""
     if not isinstance(url, str):
         raise SourceRejectedError(f"{field} must be a URL string", "invalid_parameters")
     if not settings.removebg_url_hosts:
@@ -217,8 +220,18 @@ async def _fetch_into(field: str, url: Any, upload: handoff.Upload, settings: Se
         timeout=settings.removebg_url_timeout,
         allow_private=settings.removebg_url_allow_private,
     )
+    cancel = threading.Event()
+    fetching = asyncio.ensure_future(asyncio.to_thread(fetch, url.strip(), policy, upload.write, cancel=cancel))
+    # The body is read by now (a form or JSON is parsed whole); if not, no watcher: it would take its chunks.
+    gone = asyncio.ensure_future(body.client_gone()) if body.done else asyncio.get_running_loop().create_future()
     try:
-        await asyncio.to_thread(fetch, url.strip(), policy, upload.write)
+        await asyncio.wait({fetching, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not fetching.done():
+            cancel.set()  # the fetch thread's watchdog shuts its connection now
+            raise SourceRejectedError(f"{field}: the client left during the fetch", "client_left", 499)
+        fetching.result()
     except UrlRefusedError as exc:
         code = "file_too_large" if exc.status == 413 else "url_refused"
         raise SourceRejectedError(f"{field}: {exc}", code, exc.status) from None
+    finally:
+        gone.cancel()

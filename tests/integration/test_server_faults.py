@@ -3,6 +3,7 @@ slow bodies, huge headers, signals at awkward moments. Each test here failed bef
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -346,3 +347,80 @@ def test_an_unexpected_setup_error_is_reported_with_its_type(fast_bundle, monkey
         assert run_state.worker_errors() == ["MemoryError: cudaMalloc failed: out of memory"]
     finally:
         run_state.cleanup()
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(toy_bundle):
+    """An admission limit of 1, and image_url allowed to loopback hosts (the slow image host below)."""
+    env = {
+        "INSPYRENET_MAX_IN_FLIGHT": "1",
+        "INSPYRENET_REMOVEBG_URL_HOSTS": "127.0.0.1",
+        "INSPYRENET_REMOVEBG_URL_ALLOW_PRIVATE": "1",
+        "INSPYRENET_REMOVEBG_URL_TIMEOUT": "20",
+    }
+    process = start_server(toy_bundle, env=env, block_torch=True)
+    yield process
+    process.stop()
+
+
+def read_answers(sock: socket.socket, count: int) -> list[int]:
+    """The statuses of ``count`` HTTP/1.1 answers with Content-Length bodies, read off ``sock`` in order."""
+    buffer, statuses = b"", []
+    while len(statuses) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed the connection after {statuses}"
+            buffer += chunk
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        statuses.append(int(head.split()[1]))
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
+        while len(buffer) < length:
+            buffer += sock.recv(65536)
+        buffer = buffer[length:]
+    return statuses
+
+
+@pytest.mark.parametrize("route", [API, "/v1.0/removebg"])
+def test_at_limit_one_a_request_right_behind_an_answer_is_admitted(one_slot_server, route):
+    """Two requests pipelined on one connection: uvicorn starts the second the moment the first answer is
+    written. The slot is given back when the worker's answer starts, so the second is admitted, not refused."""
+    photo = photo_bytes(size=(320, 240))
+    content_type = "image/jpeg" if route == API else "application/json"
+    body = photo if route == API else json.dumps({"image_file_b64": base64.b64encode(photo).decode()}).encode()
+    request = (
+        f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", one_slot_server.port), timeout=60) as sock:
+        sock.sendall(request * 3)
+        assert read_answers(sock, 3) == [200, 200, 200]
+
+
+def test_a_client_that_leaves_during_a_slow_image_fetch_frees_its_slot_at_once(one_slot_server):
+    """image_url on a host that never answers holds the only slot; the client leaves after 0.5 s: the fetch
+    is cancelled and the slot freed then, not when the fetch's 20 s deadline passes."""
+    from tests.harness import ScriptedServer
+
+    silent = ScriptedServer(lambda conn, head: time.sleep(30))
+    try:
+        body = json.dumps({"image_url": f"{silent.url}/slow.jpg"}).encode()
+        head = (
+            f"POST /v1.0/removebg HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        leaving = socket.create_connection(("127.0.0.1", one_slot_server.port))
+        leaving.sendall(head.encode() + body)
+        deadline = time.monotonic() + 10
+        while not silent.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert silent.requests, "the server never fetched the image URL"
+        time.sleep(0.5)
+        leaving.close()
+        time.sleep(0.5)
+        with httpx.Client(base_url=one_slot_server.url, timeout=30) as http:
+            answer = http.post(API, content=photo_bytes(size=(320, 240)), headers={"Content-Type": "image/jpeg"})
+        assert answer.status_code == 200, answer.text  # not 503: the slot is free
+    finally:
+        silent.close()

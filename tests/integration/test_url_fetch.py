@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
 
 import pytest
@@ -144,6 +145,59 @@ def test_slow_bodies_and_silent_peers_end_at_the_deadline(peer):
         error = refused(peer(handler).url, timeout=1.5)
         assert "within 1.5 s" in str(error)
         assert time.monotonic() - start < 3
+
+
+def test_a_header_dripped_a_byte_at_a_time_ends_at_the_deadline(peer):
+    """Each byte comes well within the socket's timeout, the header never ends in time: one deadline
+    over the status line and the headers too (a per-read timeout alone held this for 13 s at 3 s)."""
+
+    def drip(conn, head):
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 4\r\n\r\nabcd":
+            conn.sendall(bytes([byte]))
+            time.sleep(0.2)
+
+    start = time.monotonic()
+    error = refused(peer(drip).url, timeout=1.5)
+    assert "within 1.5 s" in str(error)
+    assert time.monotonic() - start < 3
+
+
+def test_a_tls_handshake_sent_slowly_ends_at_the_deadline():
+    """A host that answers the ClientHello a byte every 200 ms: the handshake runs under the deadline."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def drip():
+        conn, _ = listener.accept()
+        with conn:
+            try:
+                for byte in b"\x16\x03\x03\x40\x00" + b"\x02" * 200:  # a record header, then its slow body
+                    conn.sendall(bytes([byte]))
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+    threading.Thread(target=drip, daemon=True).start()
+    start = time.monotonic()
+    with pytest.raises(UrlRefusedError, match="within 1.5 s"):
+        fetch(f"https://localhost:{listener.getsockname()[1]}/a.jpg", policy(timeout=1.5), [].append)
+    assert time.monotonic() - start < 3
+    listener.close()
+
+
+def test_a_cancelled_fetch_ends_at_once(peer):
+    """The gateway sets ``cancel`` when the client leaves: the fetch and its connection end then, not at
+    the deadline."""
+    server = peer(lambda conn, head: time.sleep(30))
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    start = time.monotonic()
+    with pytest.raises(UrlRefusedError) as info:
+        fetch(server.url + "/a.jpg", policy(timeout=20), [].append, cancel=cancel)
+    assert info.value.status == 499
+    assert "cancelled" in str(info.value)
+    assert time.monotonic() - start < 2
 
 
 def test_error_statuses_and_a_closed_port_are_one_line_refusals(peer):

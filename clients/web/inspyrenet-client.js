@@ -851,7 +851,7 @@
 
   /*
    * Whether a WebP file's image is lossless: the chunks after "RIFF" size "WEBP" hold a VP8L
-   * bitstream, not a lossy "VP8 " one (an extended file starts with VP8X, maybe ALPH; skip those).
+   * bitstream, not a lossy "VP8 " one (an extended file starts with VP8X, maybe an alpha chunk; skip those).
    */
   function isLosslessWebp(blob) {
     if (blob.type !== "image/webp") {

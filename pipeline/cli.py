@@ -15,6 +15,7 @@ import click
 from pipeline import __version__
 from serving import cli as serving_cli
 from serving.backends import ARTIFACT_NAMES, BACKEND_NAMES
+from serving.cli import SignalInterruptError
 from serving.errors import UserError
 
 MODES = ("fast", "base")
@@ -215,12 +216,23 @@ def build(
         int8=int8,
         int8_reduce_range=int8_reduce_range,
     )
-    bundle_dir, manifest = run_build(options, stages)
+    try:
+        bundle_dir, manifest = run_build(options, stages)
+    except KeyboardInterrupt:
+        raise SignalInterruptError(
+            f"interrupted: nothing was written to {out} (the bundle appears whole or not at all)"
+        ) from None
     failure = None
     if run_parity:
         from pipeline.parity.validate import validate_and_record
 
-        failure = validate_and_record(bundle_dir, stages, fp16_islands=fp16_islands, fp16_mode=fp16_execution)
+        try:
+            failure = validate_and_record(bundle_dir, stages, fp16_islands=fp16_islands, fp16_mode=fp16_execution)
+        except KeyboardInterrupt:
+            raise SignalInterruptError(
+                f"interrupted during the parity validation: {bundle_dir} holds every artifact but is not validated, "
+                f"so it is not served; finish it with `inspyrenet validate {bundle_dir}`"
+            ) from None
     Console().print(build_summary(bundle_dir, manifest, stages))
     if failure:
         click.echo(f"error: {failure}; see {bundle_dir / 'parity' / 'report.html'}", err=True)
@@ -321,17 +333,25 @@ def build_engine(
 def verify_bundle_files(bundle_dir: Path) -> None:
     """Check a bundle's manifest and every file's sha256 (artifacts and stored parity references)."""
     from pipeline.parity import references as parity_references
+    from serving.backends.selection import validation_problem
     from serving.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir, verify=True)
     references = parity_references.verify_hashes(bundle)
     for artifact in bundle.artifacts:
         role = "" if artifact.servable else f"  ({artifact.role}, not served)"
-        click.echo(f"ok  {artifact.name:<16} {artifact.precision:<5} {artifact.file}{role}")
+        parity = f"  parity {artifact.parity.status}" if artifact.parity else ""
+        click.echo(f"ok  {artifact.name:<16} {artifact.precision:<5} {artifact.file}{role}{parity}")
     if references:
         click.echo(f"ok  parity references: {references} files")
+    validation = bundle.manifest.validation
+    reason = f" ({validation.reason})" if validation and validation.reason else ""
+    click.echo(f"validation: {validation.status if validation else 'none'}{reason}")
     if not bundle.production_ready:
         click.echo("note: synthetic checkpoint; this bundle is not for production")
+    problem = validation_problem(bundle)
+    if problem:
+        raise UserError(f"the files are intact, but {problem}")
 
 
 @main.command("gpu-check")

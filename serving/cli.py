@@ -117,9 +117,16 @@ def verify_servable(bundle_dir: Path | None, prune: bool, prune_fallbacks: bool)
     """Check BUNDLE_DIR [env INSPYRENET_ARTIFACTS] as this install will serve it."""
     if prune_fallbacks and not prune:
         raise UserError("--prune-fallbacks goes with --prune")
-    root = bundle_dir or Settings.from_env().artifacts
-    bundle = load_bundle(root, verify=False)
-    served, left_out = prepare_for_install(bundle, prune=prune, fallbacks=not prune_fallbacks)
+    settings = Settings.from_env()
+    bundle = load_bundle(bundle_dir or settings.artifacts, verify=False)
+    validation = bundle.manifest.validation
+    click.echo(
+        f"validation: {validation.status if validation else 'none'}"
+        + (f" ({validation.reason})" if validation and validation.reason else "")
+    )
+    served, left_out = prepare_for_install(
+        bundle, prune=prune, fallbacks=not prune_fallbacks, allow_unvalidated=settings.allow_unvalidated
+    )
     for artifact in served:
         click.echo(f"ok    {artifact.name:<16} {artifact.precision:<5} {artifact.file}")
     for artifact, reason in left_out:

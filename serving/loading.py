@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.backends import Backend, BackendUnavailableError, import_runtime, open_backend, run_problem
-from serving.backends.selection import candidates, missing_files
+from serving.backends.selection import candidates, missing_files, validation_problem
 from serving.bundle import Bundle, BundleError, load_bundle
 from serving.errors import UserError
 from serving.logs import log
@@ -38,7 +38,13 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
     """Backends to try in order and those already verified; raise ServeError if none may be served."""
     start = time.perf_counter()
     bundle = load_bundle(settings.artifacts, verify=False)
-    ordered, skipped = candidates(bundle, settings.backend)
+    ordered, skipped = candidates(bundle, settings.backend, settings.allow_unvalidated)
+    unvalidated = validation_problem(bundle)
+    if unvalidated:  # allowed (candidates refuses it otherwise): say so, loudly
+        log(f"serving without a passed validation (INSPYRENET_ALLOW_UNVALIDATED): {unvalidated}", severity="WARNING")
+    elif bundle.manifest.validation is not None and bundle.manifest.validation.status == "skipped":
+        why = bundle.manifest.validation.reason or "no reason recorded"
+        log(f"this bundle was built without its parity validation ({why})", severity="WARNING")
     for skip in skipped:
         log("artifact skipped", severity="WARNING", reason=skip)
     log("startup phase", phase="manifest", seconds=round(time.perf_counter() - start, 3), process="main")
@@ -61,7 +67,7 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
                     backend=artifact.name,
                 )
             except BundleError as exc:
-                reason = str(exc)
+                reason = broken(settings, artifact.name, str(exc))
         if reason is None:
             usable.append(artifact.name)
         else:
@@ -72,6 +78,17 @@ def preflight(settings: Settings) -> tuple[list[str], set[str]]:
     if not usable:
         raise ServeError(f"no usable artifact in {settings.artifacts}: " + "; ".join(reasons))
     return usable, verified
+
+
+FALLBACKS_HINT = "INSPYRENET_FALLBACKS=1 falls back to the next artifact instead"
+
+
+def broken(settings: Settings, name: str, reason: str) -> str:
+    """An artifact that should run here but is broken (fails to verify, open or warm up): an error, unless
+    the operator asked for fallbacks; then the reason, for the caller's warning line."""
+    if not settings.fallbacks:
+        raise ServeError(f"{name}: {reason} ({FALLBACKS_HINT})")
+    return reason
 
 
 def gpu_problem(artifact: Artifact) -> str | None:
@@ -153,11 +170,16 @@ def load_warm_backend(
             start = time.perf_counter()
             backend = open_backend(bundle, artifact, device="cuda" if settings.require_gpu else "auto", threads=threads)
             phases["load"] = time.perf_counter() - start
-            if settings.require_gpu and backend.device != "cuda":
-                backend.close()
-                raise BackendUnavailableError(f"it runs on {backend.device}, and INSPYRENET_REQUIRE_GPU is on")
-        except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error) skips it
+        except Exception as exc:  # any failure to open an artifact (a corrupt file, a runtime error)
             reason = str(exc) if isinstance(exc, (BundleError, BackendUnavailableError)) else one_line(exc)
+            if not settings.fallbacks:
+                raise BackendUnavailableError(f"{artifact.name}: {reason} ({FALLBACKS_HINT})") from None
+            failures.append(f"{artifact.name}: {reason}")
+            log("artifact skipped", severity="WARNING", backend=artifact.name, reason=reason)
+            continue
+        if settings.require_gpu and backend.device != "cuda":  # cannot run here as asked: skipped either way
+            backend.close()
+            reason = f"it runs on {backend.device}, and INSPYRENET_REQUIRE_GPU is on"
             failures.append(f"{artifact.name}: {reason}")
             log("artifact skipped", severity="WARNING", backend=artifact.name, reason=reason)
             continue
@@ -167,6 +189,8 @@ def load_warm_backend(
         if problem is None:
             return backend, bundle.mode
         backend.close()
+        if not settings.fallbacks:
+            raise BackendUnavailableError(f"{artifact.name}: warm-up failed: {problem} ({FALLBACKS_HINT})")
         failures.append(f"{artifact.name}: warm-up failed: {problem}")
         log("artifact skipped", severity="WARNING", backend=artifact.name, reason=f"warm-up failed: {problem}")
     raise BackendUnavailableError(f"no usable artifact in {Path(settings.artifacts)}: " + "; ".join(failures))

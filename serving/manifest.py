@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MANIFEST_NAME = "manifest.json"
+# The backends an artifact may name: serving.backends' registry has one entry for each (a test holds them equal).
+BACKENDS = ("tensorrt", "onnxruntime", "torchscript")
 SCHEMA_VERSION = 1
 BUNDLE_KIND = "inspyrenet-bundle"
 SERVE_ROLE = "serve"
@@ -122,6 +124,9 @@ class ParityResult(Record):
     device: str | None = None
     references: str | None = None
     report: str | None = None
+    # Set when a later validation could not check the artifact (e.g. torch is not installed there): the
+    # verdict above is the earlier one, kept; this says when and why it was not checked again.
+    not_rechecked: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -148,6 +153,13 @@ class Artifact(FileEntry):
     # Optional: its parity failure leaves it unserved but does not fail the bundle, and it is served only
     # after it passed (the int8 artifact: worth having only when it is as good as the gate asks).
     optional: bool = False
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}: this server knows {', '.join(BACKENDS)}")
+        return value
 
     # Records are compared and hashed by identity: two artifacts are never "the same" by value.
     __hash__ = object.__hash__

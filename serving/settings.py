@@ -53,6 +53,12 @@ class Settings:
     metrics_public: bool = field(default=False, metadata={"env": "INSPYRENET_METRICS_PUBLIC"})
     docs: bool = field(default=False, metadata={"env": "INSPYRENET_DOCS"})
     verify: bool = field(default=True, metadata={"env": "INSPYRENET_VERIFY"})
+    # On: an artifact that fails to verify, open or warm up is skipped (one warning line) for the next one;
+    # off: that is an error. Artifacts that cannot run on this machine (runtime, GPU, engine target) are
+    # skipped either way.
+    fallbacks: bool = field(default=False, metadata={"env": "INSPYRENET_FALLBACKS"})
+    # On (development only, loudly logged): serve a bundle whose parity validation is pending or failed.
+    allow_unvalidated: bool = field(default=False, metadata={"env": "INSPYRENET_ALLOW_UNVALIDATED"})
     # On: serve only on a GPU backend, or exit before /health is ever 200 (a GPU service never serves on the CPU).
     require_gpu: bool = field(default=False, metadata={"env": "INSPYRENET_REQUIRE_GPU"})
     log_level: str = field(default="warning", metadata={"env": "INSPYRENET_LOG_LEVEL"})

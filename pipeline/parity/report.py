@@ -127,14 +127,19 @@ def record_in_manifest(
     ``references``: the stored parity references' record (pipeline.parity.references), when new.
     """
     manifest = read_manifest(bundle_dir)
-    try:
-        report_path = os.path.relpath(report_dir / "report.json", bundle_dir)
-    except ValueError:
-        report_path = str(report_dir / "report.json")
+    # Only a report inside the bundle is recorded: a folder elsewhere (a temporary one) is gone later.
+    inside = Path(report_dir).resolve().is_relative_to(Path(bundle_dir).resolve())
+    report_path = os.path.relpath(report_dir / "report.json", bundle_dir) if inside else None
     by_file = {b["file"]: b for b in report["backends"] if b.get("file")}
     for artifact in manifest.artifacts:
         result = by_file.get(artifact.file)
         if result is None:
+            continue
+        earlier = artifact.parity
+        if result["status"] == "skipped" and earlier is not None and earlier.status in ("passed", "failed"):
+            # Not checked here (a torch-free machine cannot run TorchScript): its verdict stands, marked.
+            why = result.get("reason") or "not run"
+            earlier.not_rechecked = f"not checked again at {report['created_at']}: {why}"
             continue
         artifact.parity = ParityResult(
             status=result["status"],

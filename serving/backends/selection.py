@@ -7,6 +7,10 @@ artifacts the int8 one comes first where ONNX Runtime can only use the CPU
 parity check failed is never chosen, nor an optional one (int8) whose check
 did not pass, nor the fp16 ONNX graph the TensorRT engine is compiled from
 (role ``tensorrt-source``). An explicit choice is honoured or fails.
+
+Nothing of a bundle whose parity validation is pending (its build stopped
+before it finished) or failed is served unless the operator opts in
+(``INSPYRENET_ALLOW_UNVALIDATED``, development only).
 """
 
 from __future__ import annotations
@@ -34,6 +38,23 @@ def parity_problem(artifact: Artifact) -> str | None:
     return None
 
 
+def validation_problem(bundle: Bundle) -> str | None:
+    """Why the bundle as a whole may not be served: its parity validation did not finish, or failed."""
+    validation = bundle.manifest.validation
+    finish = f"finish it with `inspyrenet validate {bundle.root}`"
+    if validation is None:
+        return f"the bundle at {bundle.root} has no parity validation record: {finish}"
+    if validation.status == "pending":
+        return (
+            f"the bundle at {bundle.root} was never validated (its parity check is pending: the build stopped "
+            f"before it finished): {finish}"
+        )
+    if validation.status == "failed":
+        why = f" ({validation.reason})" if validation.reason else ""
+        return f"the bundle at {bundle.root} failed its parity validation{why}: see {bundle.root}/parity/report.html"
+    return None
+
+
 def onnxruntime_has_gpu() -> bool:
     """Whether the installed ONNX Runtime is the GPU package (asked of the installed distributions, not imported)."""
     try:
@@ -54,8 +75,11 @@ def auto_order(artifacts: Iterable[Artifact]) -> list[Artifact]:
     return sorted((a for a in artifacts if a.servable), key=rank)
 
 
-def candidates(bundle: Bundle, requested: str) -> tuple[list[Artifact], list[str]]:
+def candidates(bundle: Bundle, requested: str, allow_unvalidated: bool = False) -> tuple[list[Artifact], list[str]]:
     """Artifacts to try in order, and the reasons others were left out."""
+    problem = validation_problem(bundle)
+    if problem and not allow_unvalidated:
+        raise SelectionError(f"{problem} (INSPYRENET_ALLOW_UNVALIDATED=1 serves it anyway, for development)")
     skipped: list[str] = []
     if requested != "auto":
         artifact = bundle.artifact(requested)
@@ -84,7 +108,7 @@ def missing_files(bundle: Bundle, artifact: Artifact) -> list[str]:
 
 
 def prepare_for_install(
-    bundle: Bundle, prune: bool = False, fallbacks: bool = True
+    bundle: Bundle, prune: bool = False, fallbacks: bool = True, allow_unvalidated: bool = False
 ) -> tuple[list[Artifact], list[tuple[Artifact, str]]]:
     """Verify every artifact this install can serve; with ``prune``, delete the files of the others.
 
@@ -95,6 +119,9 @@ def prepare_for_install(
     check passed. ``fallbacks`` False keeps only the artifact ``auto`` would
     serve first (the CPU image: the int8 graph alone when it passed).
     """
+    problem = validation_problem(bundle)
+    if problem and not allow_unvalidated:
+        raise BundleError(problem)
     served: list[Artifact] = []
     left_out: list[tuple[Artifact, str]] = []
     for artifact in bundle.artifacts:
@@ -116,9 +143,14 @@ def prepare_for_install(
         left_out += [(artifact, f"a fallback of {first.name} (--prune-fallbacks)") for artifact in others]
         served = [first]
     if prune:
-        keep = {entry.file for artifact in served for entry in artifact.files}
-        for artifact, _ in left_out:
-            for entry in artifact.files:
-                if entry.file not in keep:
-                    bundle.path(entry).unlink(missing_ok=True)
+        prune_files(bundle, served, [artifact for artifact, _ in left_out])
     return served, left_out
+
+
+def prune_files(bundle: Bundle, served: list[Artifact], others: list[Artifact]) -> None:
+    """Delete the files of ``others`` that no served artifact shares."""
+    keep = {entry.file for artifact in served for entry in artifact.files}
+    for artifact in others:
+        for entry in artifact.files:
+            if entry.file not in keep:
+                bundle.path(entry).unlink(missing_ok=True)

@@ -158,7 +158,8 @@ def test_prune_fallbacks_keeps_only_what_auto_serves_first(fast_bundle, tmp_path
     assert alone.stderr == "error: --prune-fallbacks goes with --prune\n"
     result = serve_command("verify", str(copy), "--prune", "--prune-fallbacks")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].startswith("ok    onnxruntime-int8 int8  model.int8.onnx")
+    assert result.stdout.splitlines()[0] == "validation: passed"
+    assert result.stdout.splitlines()[1].startswith("ok    onnxruntime-int8 int8  model.int8.onnx")
     fallback = "skip  onnxruntime      fp32  model.onnx: a fallback of onnxruntime-int8 (--prune-fallbacks)"
     assert fallback in result.stdout
     assert sorted(p.name for p in copy.iterdir() if p.is_file()) == ["manifest.json", "model.int8.onnx"]

@@ -26,6 +26,9 @@ from tests.toy_bundle import build_toy_bundle
 
 def test_every_name_the_settings_accept_comes_from_the_registry():
     assert BACKEND_NAMES == ("tensorrt", "onnxruntime", "torchscript")  # auto's order: fastest first
+    from serving.manifest import BACKENDS
+
+    assert BACKENDS == BACKEND_NAMES  # what a manifest may name is what the registry serves
     assert BACKEND_CHOICES == ("auto", *BACKEND_NAMES, INT8_LABEL) == ("auto", *ARTIFACT_NAMES)
     with pytest.raises(
         SettingsError, match="backend must be one of auto, tensorrt, onnxruntime, torchscript, onnxruntime-int8"
@@ -94,3 +97,27 @@ def test_an_int8_artifact_is_asked_for_by_its_name_and_runs_on_the_cpu_only(tmp_
     assert backend.describe()["artifact"] == INT8_LABEL
     with pytest.raises(BackendUnavailableError, match=f"{INT8_LABEL} runs on the CPU only"):
         open_backend(bundle, bundle.artifact(INT8_LABEL), device="cuda")
+
+
+@pytest.mark.parametrize("status", ["pending", "failed"])
+def test_a_bundle_whose_validation_did_not_pass_is_never_served_by_default(tmp_path, status):
+    """An interrupted build leaves validation pending; a failed one says failed: neither is served, and the
+    one line says how to finish it; the operator's opt-in (development) serves it."""
+    from serving.backends.selection import prepare_for_install
+    from serving.bundle import BundleError
+    from serving.manifest import Validation
+
+    bundle = load_bundle(build_toy_bundle(tmp_path / "toy"))
+    bundle.manifest.validation = Validation(status=status, reason="2/12 images fail" if status == "failed" else None)
+    expected = "inspyrenet validate" if status == "pending" else "failed its parity validation (2/12 images fail)"
+    with pytest.raises(SelectionError, match="INSPYRENET_ALLOW_UNVALIDATED") as refused:
+        candidates(bundle, "auto")
+    assert expected in str(refused.value)
+    with pytest.raises(SelectionError, match="never validated|failed its parity"):
+        candidates(bundle, "onnxruntime")
+    with pytest.raises(BundleError, match="never validated|failed its parity"):
+        prepare_for_install(bundle, prune=True)
+    assert (bundle.root / "model.onnx").is_file()  # refused before anything was pruned
+    assert [a.name for a in candidates(bundle, "auto", allow_unvalidated=True)[0]] == ["onnxruntime"]
+    bundle.manifest.validation = Validation(status="skipped", reason="--no-validate")
+    assert [a.name for a in candidates(bundle, "auto")[0]] == ["onnxruntime"]  # an explicit --no-validate build

@@ -12,7 +12,7 @@ def test_bundle_writer_discards_a_failed_build(tmp_path):
     out = tmp_path / "bundle"
     with BundleWriter(out) as writer:
         writer.path("model.bin").write_bytes(b"v1")
-        writer.commit(toy_manifest([writer.artifact("model.bin", "x", "fp32", "any")]))
+        writer.commit(toy_manifest([writer.artifact("model.bin", "onnxruntime", "fp32", "any")]))
     before = (out / "manifest.json").read_bytes()
 
     def export_that_fails() -> None:

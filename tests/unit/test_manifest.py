@@ -40,6 +40,7 @@ def test_a_manifest_read_and_written_again_is_unchanged(bundle_dir):
         (lambda m: m["artifacts"][0].update(sha256="not-a-digest"), "artifacts.0.sha256"),
         (lambda m: m["input"].update(shape=[1, 2]), "input.shape"),
         (lambda m: m.pop("checkpoint"), "checkpoint: field required"),
+        (lambda m: m["artifacts"][0].update(backend="onnxruntimex"), "unknown backend 'onnxruntimex'"),
     ],
 )
 def test_a_bad_manifest_is_refused_in_one_line_that_names_the_field(bundle_dir, change, words):

@@ -24,13 +24,12 @@ and the fp32 model in the same process is untouched.
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.export.model import build_network, normalise_per_sample
+from pipeline.export.model import PerSampleMask, build_network, normalise_per_sample
 
 HALF = torch.float16
 FLOAT = torch.float32
@@ -150,12 +149,8 @@ ISLANDS = {
 }
 
 
-class Fp16Mask(nn.Module):
+class Fp16Mask(PerSampleMask):
     """image (N, 3, H, W) float32 -> mask (N, 1, H, W) float32, computed in fp16 with fp32 islands."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network: Any = network  # the upstream InSPyReNet module: forward_inspyre is its own
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.network.forward_inspyre(image.to(HALF))["saliency"][-1]

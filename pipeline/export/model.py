@@ -52,12 +52,25 @@ def build_network(size: tuple[int, int]) -> nn.Module:
     return network.eval()
 
 
+# InSPyReNet's objects that hold a plain tensor (``kernel``), not a module: its own ``to`` moves them,
+# ``nn.Module.to`` on a parent never calls it, and they are no buffers.
+PLAIN_KERNEL_HOLDERS = ("image_pyramid", "transition0", "transition1", "transition2")
+
+
 class PerSampleMask(nn.Module):
     """image (N, 3, H, W) float32, normalised -> mask (N, 1, H, W) in [0, 1], per-sample min/max."""
 
     def __init__(self, network: nn.Module):
         super().__init__()
         self.network: Any = network  # the upstream InSPyReNet module: forward_inspyre is its own
+
+    def _apply(self, fn, recurse=True):
+        """Every move (``to``, ``cuda``, ``half``, ``to_empty``) also moves the upstream plain kernels."""
+        super()._apply(fn, recurse)
+        for name in PLAIN_KERNEL_HOLDERS:
+            holder = getattr(self.network, name)
+            holder.kernel = fn(holder.kernel)
+        return self
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.network.forward_inspyre(image)["saliency"][-1]

@@ -182,9 +182,10 @@ def start_server(
     timeout: float = 240,
     command: list[str] | None = None,
     port: int | None = None,
+    new_session: bool = False,
 ) -> ServerProcess:
     """``inspyrenet-serve serve`` (the serving-only command; or ``command``, which serves on ``port``)
-    on a free loopback port, once /health says 200."""
+    on a free loopback port, once /health says 200; ``new_session``: in a process group of its own."""
     import httpx
 
     port = port or free_port()
@@ -199,6 +200,7 @@ def start_server(
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
     server = ServerProcess(process, port, log_path)
     deadline = time.monotonic() + timeout

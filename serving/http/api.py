@@ -85,6 +85,7 @@ class CutoutAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         lifetime.die_with_main_process()
+        lifetime.worker_sigterm_waits_for_the_main_process()
         phases: dict[str, float] = {}
         worker = run_state.worker_id()
         try:

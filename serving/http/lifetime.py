@@ -6,6 +6,12 @@
 - A forked HTTP process starts with SIGTERM's default action instead of the
   main process's handler, so a SIGTERM that reaches it before uvicorn has
   installed its own handler stops it at once.
+- The main process alone decides when the rest stop: a SIGTERM sent to the
+  whole process group (``timeout``, ``kill -- -PGID``, systemd) also reaches
+  LitServe's manager, which ignores it (``forks_ignore_sigterm``), and the
+  inference worker, which goes on answering what the HTTP processes drain and
+  ends only once the main process has marked the run stopping
+  (``worker_sigterm_waits_for_the_main_process``).
 """
 
 from __future__ import annotations
@@ -14,10 +20,15 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from serving.http import run_state
 
 MAIN_PID_ENV = "INSPYRENET_MAIN_PID"
 _PR_SET_PDEATHSIG = 1
 _forker = [0]  # the pid that forked: a forked child reads its copy
+_fork_sigterm = [signal.SIG_DFL]  # what a forked child does on SIGTERM until it installs its own handler
 
 
 def register_main_process() -> None:
@@ -31,8 +42,29 @@ def _remember_forker() -> None:
 
 
 def _after_fork_in_child() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _fork_sigterm[0])
     die_with_parent(_forker[0])
+
+
+@contextmanager
+def forks_ignore_sigterm() -> Iterator[None]:
+    """Children forked inside ignore SIGTERM (LitServe's manager: the main process shuts it down last)."""
+    _fork_sigterm[0] = signal.SIG_IGN
+    try:
+        yield
+    finally:
+        _fork_sigterm[0] = signal.SIG_DFL
+
+
+def worker_sigterm_waits_for_the_main_process() -> None:
+    """For a spawned worker: a SIGTERM ends it only once the main process has marked the run stopping
+    (its HTTP processes have drained); before that (a signal to the whole group) it goes on serving."""
+
+    def on_sigterm(signum, frame) -> None:
+        if run_state.stopping():
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def die_with_main_process() -> None:

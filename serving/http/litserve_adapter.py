@@ -11,12 +11,16 @@ when an upgrade moves or renames what it uses.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
+import threading
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from serving import logs
+from serving.http import lifetime
 
 HTTP_PROCESS_PREFIX = "LitServer-"  # LitServe names each uvicorn process LitServer-<queue id>
 
@@ -40,6 +44,55 @@ def import_litserve() -> Any:
 def http_processes() -> list[BaseProcess]:
     """The uvicorn processes LitServe started from this one (none before the workers are warm)."""
     return [p for p in mp.active_children() if p.name.startswith(HTTP_PROCESS_PREFIX)]
+
+
+def manager_ignores_sigterm(server: Any) -> None:
+    """LitServe's manager process (its queues and shutdown event) ignores SIGTERM: a signal to the whole
+    process group would otherwise kill it under the drain (``Monitoring worker crashed``, exit 1)."""
+    init_manager = server._init_manager
+
+    def init(num_api_servers: int) -> Any:
+        with lifetime.forks_ignore_sigterm():
+            return init_manager(num_api_servers)
+
+    server._init_manager = init
+
+
+@dataclass
+class HttpStart:
+    """Set once LitServe has started its HTTP processes (its workers are warm), with those processes: a
+    dead one stays listed here (``mp.active_children`` forgets it as it reaps it)."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    processes: list[BaseProcess] = field(default_factory=list)
+
+
+def on_http_started(server: Any) -> HttpStart:
+    """Record the HTTP processes LitServe starts: from then on a SIGTERM drains instead of interrupting
+    start-up, even after an HTTP process has died."""
+    started = HttpStart()
+    start_server = server._start_server
+
+    def start(*args: Any, **kwargs: Any) -> Any:
+        processes = start_server(*args, **kwargs)
+        started.processes.extend(processes.values())
+        started.event.set()
+        logs.log("listening", http_pids=[p.pid for p in started.processes])
+        return processes
+
+    server._start_server = start
+    return started
+
+
+class _AlreadyStopped(logging.Filter):
+    """LitServe's shutdown warns "Already not alive" for each HTTP process; ours has stopped them first."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().endswith("Already not alive.")
+
+
+def quiet_shutdown() -> None:
+    logging.getLogger("litserve.server").addFilter(_AlreadyStopped())
 
 
 def set_restart_interval(server: Any, seconds: float) -> None:

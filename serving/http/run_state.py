@@ -77,5 +77,14 @@ def worker_states() -> list[dict[str, Any]]:
     return _read("worker-*.json")
 
 
+def mark_stopping() -> None:
+    """The main process has drained its HTTP processes (or was stopped during start-up): workers may end."""
+    (root() / "stopping").touch()
+
+
+def stopping() -> bool:
+    return DIR_ENV in os.environ and (root() / "stopping").exists()
+
+
 def worker_errors() -> list[str]:
     return [entry["error"] for entry in _read("error-*.json")]

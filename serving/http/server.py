@@ -54,17 +54,17 @@ def _stop_serving(server) -> None:
         process.terminate()
     for process in http:
         process.join(timeout=HTTP_DRAIN_SECONDS)
+    run_state.mark_stopping()  # nothing is in flight any more: the workers may end on SIGTERM
     litserve_adapter.request_shutdown(server)
 
 
-def _install_sigterm(server) -> None:
-    stopping = threading.Event()
-
+def _install_sigterm(server, http: litserve_adapter.HttpStart, stopping: threading.Event) -> None:
     def on_sigterm(signum, frame) -> None:
         if stopping.is_set():
             return
         stopping.set()
-        if not litserve_adapter.http_processes():
+        if not http.event.is_set():
+            run_state.mark_stopping()
             raise StartupInterruptedError  # out of LitServe's wait for warm workers, in the main thread
         log("SIGTERM received: draining in-flight requests, then stopping")
         threading.Thread(target=_stop_serving, args=(server,), name="sigterm-drain", daemon=True).start()
@@ -82,37 +82,54 @@ def _exit_cause(exitcode: int | None) -> str:
 
 
 class WorkerSupervisor(threading.Thread):
-    """Watches LitServe's inference workers from the main process; LitServe restarts a dead one.
+    """Watches LitServe's inference workers and HTTP processes from the main process.
 
-    On a death: the cause is logged, the requests the worker held are marked
-    lost (their HTTP processes answer 503), and its status goes back to
-    STARTING so ``/health`` is 503 until a worker is warm. A worker that dies
-    during start-up is an error LitServe reports; after ``MAX_FAILED_RESTARTS``
-    replacements in a row fail, the server stops with the last reason.
+    LitServe restarts a dead worker. On a death: the cause is logged, the
+    requests the worker held are marked lost (their HTTP processes answer 503),
+    and its status goes back to STARTING so ``/health`` is 503 until a worker is
+    warm. A worker that dies during start-up is an error LitServe reports; after
+    ``MAX_FAILED_RESTARTS`` replacements in a row fail, the server stops with
+    the last reason. Nothing replaces an HTTP process: when one dies unasked the
+    port is dead, so the server stops at once with that reason (exit 1), and the
+    platform starts a new instance.
     """
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, http: litserve_adapter.HttpStart, stopping: threading.Event) -> None:
         super().__init__(name="worker-supervisor", daemon=True)
         self.server = server
+        self.http = http.processes
+        self.stopping = stopping  # set by the SIGTERM handler: deaths from then on are the stop's own
         self.failure: str | None = None
         self._seen: set[int | None] = set()
         self._failed_restarts = 0
 
     def run(self) -> None:
         try:
-            while not litserve_adapter.shutting_down(self.server):
+            while not litserve_adapter.shutting_down(self.server) and self.failure is None:
                 workers = litserve_adapter.inference_workers(self.server)
-                watched = [p for p in workers if p.pid is not None and p.pid not in self._seen]
+                watched = [p for p in [*workers, *self.http] if p.pid is not None and p.pid not in self._seen]
                 if not watched:
                     time.sleep(WATCH_SECONDS)
                     continue
                 ready = multiprocessing.connection.wait([p.sentinel for p in watched], timeout=WATCH_SECONDS)
                 for process in watched:
-                    if process.sentinel in ready and not litserve_adapter.shutting_down(self.server):
-                        self._seen.add(process.pid)
+                    if process.sentinel not in ready or litserve_adapter.shutting_down(self.server):
+                        continue
+                    self._seen.add(process.pid)
+                    if process in self.http:
+                        self._on_http_death(process)
+                    else:
                         self._on_death(workers.index(process), process)
         except Exception:  # noqa: BLE001 - LitServe's manager is gone (its proxies fail in several ways): stopping
             return
+
+    def _on_http_death(self, process: BaseProcess) -> None:
+        process.join(timeout=1)
+        if self.stopping.wait(timeout=WATCH_SECONDS):  # a SIGTERM to the whole group reached it first
+            return
+        self.failure = f"the HTTP process {process.name} died ({_exit_cause(process.exitcode)}): the port is dead"
+        log("stopping: " + self.failure, severity="ERROR", pid=process.pid)
+        _stop_serving(self.server)
 
     def _on_death(self, index: int, process: BaseProcess) -> None:
         process.join(timeout=1)
@@ -175,6 +192,8 @@ def _build_server(settings: Settings, usable: list[str], verified: set[str], mod
         disable_openapi_url=not settings.docs,  # also turns off /docs and /redoc
     )
     litserve_adapter.set_restart_interval(server, WATCH_SECONDS)
+    litserve_adapter.manager_ignores_sigterm(server)
+    litserve_adapter.quiet_shutdown()
     _replace_health_route(server)
     litserve_adapter.drop_gzip(server)
     server.app.add_middleware(
@@ -274,9 +293,11 @@ def run(settings: Settings) -> None:
     lifetime.register_main_process()
     try:
         server = _build_server(settings, usable, verified, model_description(bundle.mode, bundle.input_size))
-        supervisor = WorkerSupervisor(server)
+        stopping = threading.Event()
+        http = litserve_adapter.on_http_started(server)
+        supervisor = WorkerSupervisor(server, http, stopping)
         try:
-            _install_sigterm(server)
+            _install_sigterm(server, http, stopping)
             supervisor.start()
             server.run(
                 host=settings.host,

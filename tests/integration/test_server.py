@@ -487,6 +487,7 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_process(draining_serv
     assert result["response"].status_code == 200
     assert result["done_at"] > sigterm_at  # it really was in flight when SIGTERM came
     assert decode(result["response"]).size == (3000, 2000)
+    assert "Already not alive" not in draining_server.log_path.read_text()  # our drain stopped them first
     deadline = time.monotonic() + 15
     while any(alive(pid) for pid in family) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -288,6 +288,43 @@ def test_children_exit_when_the_main_process_is_killed(fast_bundle):
         httpx.get(server.url + "/health", timeout=5)
 
 
+def http_pids(server) -> list[int]:
+    return next(line["http_pids"] for line in server.log_lines() if line.get("message") == "listening")
+
+
+UNCLEAN = ("Traceback", "Monitoring worker crashed", "Aborted!", "Already not alive")
+
+
+def test_a_killed_http_process_stops_the_server_at_once_with_one_line(toy_bundle):
+    """Before: the port went dead, the main process logged nothing, and ignored SIGTERM for 45 s and more."""
+    server = start_server(toy_bundle)
+    family = descendants(server.process.pid)
+    os.kill(http_pids(server)[0], signal.SIGKILL)
+    assert server.process.wait(timeout=15) == 1  # the platform restarts the container
+    log = server.log_path.read_text()
+    assert log.strip().splitlines()[-1].startswith("error: the HTTP process LitServer-0 died (killed by SIGKILL")
+    assert not [marker for marker in UNCLEAN if marker in log]
+    assert not wait_gone(family)
+
+
+def test_sigterm_to_the_whole_process_group_drains_and_exits_0(fast_bundle):
+    """What ``timeout``, ``kill -- -PGID`` and systemd send. Before: exit 1, ``Monitoring worker crashed``
+    and ``Aborted!`` (LitServe's manager died under the drain)."""
+    server = start_server(fast_bundle, new_session=True)
+    family = descendants(server.process.pid)
+    result: dict = {}
+    thread = slow_request(server.url, result)
+    time.sleep(1.5)  # uploaded (a 3000x2000 JPEG on loopback): in flight on the worker
+    os.killpg(server.process.pid, signal.SIGTERM)
+    thread.join(timeout=90)
+    assert server.process.wait(timeout=60) == 0
+    assert result.get("response") is not None, result.get("error")
+    assert result["response"].status_code == 200  # drained, not cut off
+    log = server.log_path.read_text()
+    assert not [marker for marker in UNCLEAN if marker in log], log[-3000:]
+    assert not wait_gone(family)
+
+
 def test_load_test_command_reports_back_pressure(fast_bundle, tmp_path):
 
     result = run_cli(

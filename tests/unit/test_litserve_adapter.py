@@ -105,3 +105,44 @@ def test_http_processes_are_found_by_the_name_litserve_gives_them(monkeypatch, l
     children = [SimpleNamespace(name="LitServer-7"), SimpleNamespace(name="SpawnProcess-1")]
     monkeypatch.setattr(litserve_adapter.mp, "active_children", lambda: children)
     assert litserve_adapter.http_processes() == children[:1]
+
+
+def test_the_manager_is_created_where_forks_ignore_sigterm(server, litserve, monkeypatch):
+    import signal
+
+    from serving.http import lifetime
+
+    assert "manager = self._init_manager(num_api_servers)" in server_source(litserve)
+    assert "manager = mp.Manager()" in inspect.getsource(litserve.server.LitServer._init_manager)
+    seen = []
+    monkeypatch.setattr(server, "_init_manager", lambda n: seen.append(lifetime._fork_sigterm[0]) or "manager")
+    litserve_adapter.manager_ignores_sigterm(server)
+    assert server._init_manager(1) == "manager"
+    assert seen == [signal.SIG_IGN]  # a fork inside ignores SIGTERM; after it, forks take the default again
+    assert lifetime._fork_sigterm[0] == signal.SIG_DFL
+
+
+def test_the_http_processes_are_recorded_as_litserve_starts_them(server, litserve, monkeypatch):
+    assert "uvicorn_workers = self._start_server(" in server_source(litserve)
+    assert "return dict(enumerate(workers))" in inspect.getsource(litserve.server.LitServer._start_server)
+    process = SimpleNamespace(pid=41, name="LitServer-0")
+    monkeypatch.setattr(server, "_start_server", lambda *a, **k: {0: process})
+    started = litserve_adapter.on_http_started(server)
+    assert not started.event.is_set()
+    assert server._start_server(8080, 1, "info", None, "process") == {0: process}
+    assert started.event.is_set()
+    assert started.processes == [process]
+
+
+def test_litserves_already_stopped_warning_is_the_one_filtered(litserve, caplog):
+    assert 'logger.warning(f"{log_prefix}: Already not alive.")' in server_source(litserve)
+    litserve_adapter.quiet_shutdown()
+    import logging
+
+    logger = logging.getLogger("litserve.server")
+    with caplog.at_level(logging.WARNING, logger="litserve.server"):
+        logger.warning("LitServer-0 (PID: 4): Already not alive.")
+        logger.warning("LitServer-0 (PID: 4): Did not terminate gracefully. Forcibly killing.")
+    assert [r.getMessage() for r in caplog.records] == [
+        "LitServer-0 (PID: 4): Did not terminate gracefully. Forcibly killing."
+    ]

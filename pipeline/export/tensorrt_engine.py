@@ -134,14 +134,9 @@ def compile_engine(onnx_path: Path, settings: dict[str, Any]) -> tuple[bytes, di
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    strongly_typed = _flag(trt, "NetworkDefinitionCreationFlag", "STRONGLY_TYPED")
-    # TensorRT 11 networks are always strongly typed (the flag is accepted and ignored);
-    # on 10.x it must be asked for.
-    network = builder.create_network(1 << int(strongly_typed) if strongly_typed is not None else 0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):  # reads the external data file next to it
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no detail"
-        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
+    network, parser = parse_onnx(trt, builder, logger, onnx_path)  # the parser owns the weights: kept
+    if "VERSION_COMPATIBLE" in settings["set_flags"]:
+        refuse_plugin_libraries(parser)
     config = builder.create_builder_config()
     applied: dict[str, Any] = {"set_flags": [], "cleared_flags": [], "missing_flags": []}
     for name in settings["set_flags"]:
@@ -178,6 +173,31 @@ def compile_engine(onnx_path: Path, settings: dict[str, Any]) -> tuple[bytes, di
     if cache_path is not None:
         save_timing_cache(config, cache_path)
     return bytes(plan), applied
+
+
+def parse_onnx(trt, builder, logger, onnx_path: Path) -> tuple[Any, Any]:
+    """(network, parser) of the ONNX graph; the parser must outlive the build (it holds the weights)."""
+    strongly_typed = _flag(trt, "NetworkDefinitionCreationFlag", "STRONGLY_TYPED")
+    # TensorRT 11 networks are always strongly typed (the flag is accepted and ignored);
+    # on 10.x it must be asked for.
+    network = builder.create_network(1 << int(strongly_typed) if strongly_typed is not None else 0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):  # reads the external data file next to it
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no detail"
+        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
+    return network, parser
+
+
+def refuse_plugin_libraries(parser) -> None:
+    """A version-compatible plan with the lean runtime excluded does not carry the plugin libraries the
+    parser used (``NvOnnxParser.h``, getUsedVCPluginLibraries): they would have to ship and be loaded
+    next to it. This model needs none; any is a BuildError naming them."""
+    used = list(parser.get_used_vc_plugin_libraries() or [])
+    if used:
+        raise BuildError(
+            "the ONNX graph needs TensorRT plugin libraries a version-compatible plan does not carry: "
+            + ", ".join(str(library) for library in used)
+        )
 
 
 def warn(message: str) -> None:

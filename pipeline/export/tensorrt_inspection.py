@@ -75,16 +75,29 @@ def describe_engine(plan: bytes, size: tuple[int, int], opt_batch: int = 1) -> d
     lean = serving_runtime()
     engine = open_engine(lean.Runtime(lean.Logger(lean.Logger.ERROR)), plan, "the lean runtime")
     io = engine_io(engine, lean)
-    shim = trt.Runtime(trt.Logger(trt.Logger.ERROR)).load_runtime(str(lean_library(lean)))
-    if shim is None:
+    # The runtime ``load_runtime`` returns needs its parent runtime and that one's logger alive (the
+    # binding keeps neither, as trtexec's sampleEngines.cpp does by hand): held here, dropped after it.
+    logger = trt.Logger(trt.Logger.ERROR)
+    parent = trt.Runtime(logger)
+    loaded = parent.load_runtime(str(lean_library(lean)))
+    if loaded is None:
         raise BuildError(f"TensorRT could not load the lean runtime library {lean_library(lean)}")
-    inspected = open_engine(shim, plan, "the lean runtime loaded by the builder")
+    try:
+        layers = _layers(trt, loaded, plan, io["input"]["name"], (opt_batch, 3, *size))
+    finally:
+        del loaded  # the loaded runtime first (everything opened from it died in _layers), then its parent
+        del parent, logger
+    return {"io": io, "layers": layers, "checked_with": f"tensorrt_lean {lean.__version__}"}
+
+
+def _layers(trt, runtime, plan: bytes, input_name: str, shape: tuple[int, ...]) -> Any:
+    """The inspector's per-layer JSON of ``plan`` opened by ``runtime``, at the input ``shape``."""
+    inspected = open_engine(runtime, plan, "the lean runtime loaded by the builder")
     context = inspected.create_execution_context()
-    context.set_input_shape(io["input"]["name"], (opt_batch, 3, *size))
+    context.set_input_shape(input_name, shape)
     inspector = inspected.create_engine_inspector()
     inspector.execution_context = context
-    layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    return {"io": io, "layers": layers, "checked_with": f"tensorrt_lean {lean.__version__}"}
+    return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
 
 def open_engine(runtime, plan: bytes, which: str):

@@ -1,7 +1,9 @@
 """TensorRT backend: a prebuilt fp16 plan run by the TensorRT runtime, without torch.
 
 The lean runtime (``tensorrt_lean``, ~46 MB) is preferred; the full
-``tensorrt`` package is accepted. Device memory comes from the CUDA runtime
+``tensorrt`` package is accepted for plans it can open (not version-compatible
+ones: this project's plans exclude the lean runtime, and only a lean runtime of
+their version opens them, ``tensorrt_target``). Device memory comes from the CUDA runtime
 bindings (cuda-python). Buffers are allocated once, for the artifact's
 largest batch; each call copies in, runs on the backend's own stream and
 copies out. Each batch size gets its own execution context, its input shape

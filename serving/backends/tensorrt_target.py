@@ -125,6 +125,12 @@ def version_problem(
             return f"engine was built with TensorRT {built_text} (not version-compatible); this runtime is {here_text}"
         return None
     if lean_excluded:
+        if runtime != "tensorrt_lean":  # the full runtime opens such a plan only through load_runtime
+            return (
+                f"engine is version-compatible with the lean runtime excluded: it runs on the lean runtime of "
+                f"TensorRT {built_text} (install tensorrt-lean-cu12=={built_text}, constraints/cuda12.txt), "
+                f"which {runtime} {here_text} here is not"
+            )
         if _four(here) != _four(built):
             return (
                 f"engine is version-compatible with the lean runtime excluded, so it needs a lean runtime of "

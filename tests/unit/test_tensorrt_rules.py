@@ -40,6 +40,15 @@ def machine(runtime="tensorrt_lean", version="11.1.0.106", cc=(8, 9), name="NVID
         (L4, machine(version="11.4.0.106"), "needs a lean runtime of TensorRT 11.1.0.106"),
         (L4, machine(version="11.1.0.107"), "needs a lean runtime of TensorRT 11.1.0.106"),
         (L4, machine(version="11.0.0.114"), "needs a lean runtime"),
+        # The full runtime alone would call such a plan corrupt: one line naming what to install.
+        (L4, machine(runtime="tensorrt"), "install tensorrt-lean-cu12==11.1.0.106"),
+        # Cloud Run's RTX PRO 6000 Blackwell (compute capability 12.0): an L4 plan is refused, the bundle
+        # falls back as on any GPU without an engine.
+        (
+            L4,
+            machine(cc=(12, 0), name="NVIDIA RTX PRO 6000 Blackwell Server Edition"),
+            "built for compute capability 8.9",
+        ),
         (
             {key: v for key, v in L4.items() if key != "lean_runtime_excluded"},
             machine(version="11.4.0.106"),
@@ -247,3 +256,24 @@ def test_graph_check_finds_a_node_that_mixes_precisions(tmp_path):
     report = graph_types(tmp_path / "mixed.onnx")
     assert report["mixed_precision_nodes"] == ["Add add"]
     assert "mix fp16 and fp32" in graph_problem(report)
+
+
+@pytest.mark.parametrize("used", [[], None])
+def test_a_graph_that_needs_no_plugin_library_builds(used):
+    from types import SimpleNamespace
+
+    from pipeline.export.tensorrt_engine import refuse_plugin_libraries
+
+    refuse_plugin_libraries(SimpleNamespace(get_used_vc_plugin_libraries=lambda: used))
+
+
+def test_plugin_libraries_a_version_compatible_plan_would_not_carry_fail_the_build():
+    from types import SimpleNamespace
+
+    from pipeline.errors import BuildError
+    from pipeline.export.tensorrt_engine import TensorRTOptions, builder_settings, refuse_plugin_libraries
+
+    assert "VERSION_COMPATIBLE" in builder_settings(TensorRTOptions(), FAST_SIZE)["set_flags"]  # the case that checks
+    parser = SimpleNamespace(get_used_vc_plugin_libraries=lambda: ["libnvinfer_vc_plugin.so.11"])
+    with pytest.raises(BuildError, match="plugin libraries .*: libnvinfer_vc_plugin.so.11$"):
+        refuse_plugin_libraries(parser)

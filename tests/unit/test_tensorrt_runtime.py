@@ -408,3 +408,61 @@ def test_the_built_engine_is_checked_with_the_lean_runtime_that_serves_it(monkey
     monkeypatch.setitem(sys.modules, "tensorrt_lean", None)
     with pytest.raises(BuildError, match="lean runtime .* is not installed"):
         describe_engine(b"plan", SIZE)
+
+
+def test_the_runtime_load_runtime_returns_is_used_while_its_parent_and_logger_live(monkeypatch, tmp_path):
+    """``load_runtime``'s binding keeps neither the parent runtime nor its logger alive (issue 37): the
+    build held neither, so the loaded runtime was used after both were gone."""
+    import weakref
+
+    from pipeline.export.tensorrt_inspection import describe_engine
+
+    gone: list[str] = []
+
+    class TrackedLogger(Logger):
+        def __del__(self):
+            gone.append("logger")
+
+    class Loaded:
+        def __init__(self, parent):
+            self.parent = weakref.ref(parent)
+
+        def deserialize_cuda_engine(self, plan):
+            parent = self.parent()
+            alive = parent is not None and parent.logger() is not None
+            return InspectableEngine() if alive else None  # the real one would read freed memory
+
+        def __del__(self):
+            gone.append("loaded")
+
+    class Parent:
+        def __init__(self, logger):
+            self.logger = weakref.ref(logger)
+
+        def load_runtime(self, path):
+            return Loaded(self)
+
+        def __del__(self):
+            gone.append("parent")
+
+    class LeanRuntime:
+        def __init__(self, logger=None):
+            pass
+
+        def deserialize_cuda_engine(self, plan):
+            return InspectableEngine()
+
+    common = {
+        "__version__": "11.1.0.106",
+        "TensorIOMode": types.SimpleNamespace(INPUT="INPUT"),
+        "LayerInformationFormat": types.SimpleNamespace(JSON="JSON"),
+    }
+    (tmp_path / "libnvinfer_lean.so.11").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(Runtime=Parent, Logger=TrackedLogger, **common))
+    monkeypatch.setitem(
+        sys.modules, "tensorrt_lean", types.SimpleNamespace(Runtime=LeanRuntime, Logger=Logger, **common)
+    )
+    monkeypatch.setitem(sys.modules, "tensorrt_lean_libs", types.SimpleNamespace(__file__=str(tmp_path / "x.py")))
+    described = describe_engine(b"plan", SIZE)
+    assert described["layers"] == {"Layers": [{"LayerType": "Convolution"}]}
+    assert gone == ["loaded", "parent", "logger"]  # the loaded runtime goes first

@@ -55,7 +55,10 @@ def add_engine(
     with BundleWriter(bundle_dir) as writer:
         writer.keep_files_of(bundle_dir, leave_out={file})
         with stage("build tensorrt fp16", long=True) as s:
-            fields = tensorrt_engine.build(writer.path(source.file), bundle.input_size, options, writer.path(file))
+            weights = (source.model_extra or {}).get("graph_check", {}).get("weights")  # None: an older bundle
+            fields = tensorrt_engine.build(
+                writer.path(source.file), bundle.input_size, options, writer.path(file), weights
+            )
             record = writer.artifact(file, "tensorrt", "fp16", "cuda", max_batch=options.max_batch, **fields)
             s.detail = f"{file}  {record.bytes / 1e6:.0f} MB, {fields['precision_check']['convolutions']}"
         manifest.artifacts = [record, *(a for a in manifest.artifacts if a.backend != "tensorrt")]

@@ -120,7 +120,23 @@ def graph_types(path: Path) -> dict[str, Any]:
         "island_nodes": sum(1 for n in graph.node if n.op_type in ISLAND_OPS),
         "conv_weights": dict(conv_weights),
         "casts": sum(1 for n in graph.node if n.op_type == "Cast"),
+        "weights": weight_bytes(graph.initializer),
     }
+
+
+_ITEM_BYTES = {FLOAT: 4, FLOAT16: 2}
+
+
+def weight_bytes(initializers) -> dict[str, int]:
+    """Bytes of the graph's floating-point weights as stored, and as they would be in fp32: an engine
+    whose plan is the size of the second kept its weights in fp32 (``tensorrt_inspection.fp16_problem``)."""
+    stored = as_fp32 = 0
+    for init in initializers:
+        if init.data_type in _ITEM_BYTES:
+            count = int(np.prod(init.dims, dtype=np.int64)) if len(init.dims) else 1
+            stored += count * _ITEM_BYTES[init.data_type]
+            as_fp32 += count * 4
+    return {"bytes": stored, "fp32_bytes": as_fp32}
 
 
 _PRECISION_NAMES: dict[int | None, str] = {FLOAT16: "fp16", FLOAT: "fp32"}

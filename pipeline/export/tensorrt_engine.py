@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BuildError
-from pipeline.export.tensorrt_inspection import INPUT_NAME, describe_engine, fp16_problem, io_problem, precision_summary
+from pipeline.export.tensorrt_inspection import (
+    INPUT_NAME,
+    describe_engine,
+    fp16_problem,
+    io_problem,
+    precision_summary,
+    size_evidence,
+)
 
 
 @dataclass(frozen=True)
@@ -279,8 +286,13 @@ def build_target(options: TensorRTOptions) -> dict[str, Any]:
     }
 
 
-def build(onnx_path: Path, size: tuple[int, int], options: TensorRTOptions, path: Path) -> dict[str, Any]:
-    """Compile, inspect and write the engine to ``path``; return its manifest fields (minus file/sha)."""
+def build(
+    onnx_path: Path, size: tuple[int, int], options: TensorRTOptions, path: Path, weights: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Compile, inspect and write the engine to ``path``; return its manifest fields (minus file/sha).
+
+    ``weights``: the source graph's weight bytes, as stored and in fp32 (its ``graph_check``), for the fp16 gate.
+    """
     settings = builder_settings(options, size)
     try:
         plan, applied = compile_engine(onnx_path, settings)
@@ -293,7 +305,8 @@ def build(onnx_path: Path, size: tuple[int, int], options: TensorRTOptions, path
     if problem:
         raise BuildError(f"TensorRT engine has the wrong interface: {problem}")
     summary = precision_summary(description["layers"])
-    problem = fp16_problem(summary)
+    problem = fp16_problem(summary, weights, len(plan))
+    summary["size"] = size_evidence(weights, len(plan))
     if problem:
         raise BuildError(f"TensorRT engine is not fp16: {problem}")
     path.write_bytes(plan)

@@ -2,8 +2,10 @@
 
 An engine is accepted only when the lean runtime (what the serving image runs)
 opens it, its I/O is the bundle's contract (``image`` float32 (1..N, 3, H, W) ->
-``mask`` float32) and its convolutions really run in fp16, judged from the
-engine inspector's per-layer listing (TensorRT 10's and 11's field names). Only
+``mask`` float32) and it really is fp16: judged from the engine inspector's
+per-layer listing (TensorRT 10's and 11's field names) and, where fused regions
+hide the listing's fp16, from the plan's size against its weights in fp16 and
+fp32 (``fp16_problem``); the validation's fp16 parity row follows. Only
 ``describe_engine`` needs TensorRT and a GPU; the rules run and are tested on CPU.
 """
 
@@ -247,8 +249,38 @@ def precision_summary(information: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fp16_problem(summary: dict[str, Any]) -> str | None:
-    """Why the inspected engine is not really fp16, or None when it is."""
+def fp16_problem(summary: dict[str, Any], weights: dict[str, int] | None = None, plan_bytes: int = 0) -> str | None:
+    """Why the engine is not really fp16, or None when it is; from two kinds of evidence.
+
+    The per-layer listing (``precision_summary``) can only miss fp16, never invent it: TensorRT fuses much
+    of a Swin graph into a few Myelin regions whose inputs are the fp32 image or an fp32 island's output,
+    and their fp16 inside is not listed. So a listing that shows fp16 passes the engine. One that does
+    not is weighed against the plan's size, which no grouping of layers changes: ``weights`` are the
+    source graph's weight bytes as stored (mostly fp16) and in fp32 (``onnx_fp16.weight_bytes``); a plan
+    below their midpoint holds fp16 weights. Without ``weights`` (a bundle from before they were
+    recorded) the listing decides alone.
+    """
+    listed = _listing_problem(summary)
+    if listed is None or not weights or not plan_bytes:
+        return listed
+    midpoint = (weights["bytes"] + weights["fp32_bytes"]) / 2
+    if plan_bytes < midpoint:
+        return None
+    return (
+        f"the plan is {plan_bytes / 1e6:.0f} MB, the size of its weights in fp32 ({weights['fp32_bytes'] / 1e6:.0f} "
+        f"MB; {weights['bytes'] / 1e6:.0f} MB as the fp16 graph stores them), and {listed}"
+    )
+
+
+def size_evidence(weights: dict[str, int] | None, plan_bytes: int) -> dict[str, Any] | None:
+    """What the manifest records of the size evidence (None without weights)."""
+    if not weights:
+        return None
+    return {**weights, "plan_bytes": plan_bytes, "plan_vs_fp32_weights": round(plan_bytes / weights["fp32_bytes"], 3)}
+
+
+def _listing_problem(summary: dict[str, Any]) -> str | None:
+    """Why the per-layer listing does not show an fp16 engine, or None when it does."""
     counts, conv = summary["by_precision"], summary["convolutions"]
     if not counts:
         return (

@@ -202,6 +202,9 @@ def test_bundle_carries_the_fp16_graph_tensorrt_compiles(fast_bundle):
     assert report["mixed_precision_nodes"] == []
     assert report["islands_not_fp32"] == []
     assert report["conv_weights"]["fp16"] > 3 * report["conv_weights"].get("fp32", 0)
+    weights = report["weights"]  # what the engine's fp16 gate weighs the plan's size against
+    assert 0.45 < weights["bytes"] / weights["fp32_bytes"] < 0.55
+    assert weights["bytes"] <= (fast_bundle / "model.fp16.onnx.data").stat().st_size
     assert source.export_check.max_abs_diff > 0  # it really runs in half precision
     assert source.parity.status == "passed"
     chosen, _ = candidates(bundle, "auto")

@@ -181,6 +181,49 @@ def test_engine_without_detailed_layer_information_fails():
     assert "no layer precisions" in problem
 
 
+# The fast bundle's model.fp16.onnx: its weights as stored (mostly fp16) and as they would be in fp32.
+WEIGHTS = {"bytes": 182_369_786, "fp32_bytes": 363_139_896}
+FP16_PLAN = 197_000_000  # the fp16 weights and the engine's own bytes
+FP32_PLAN = 371_000_000  # weights kept in fp32
+
+
+def fused_engine():
+    """A few large Myelin regions, as TensorRT fuses a Swin graph: their inputs are the fp32 image or an fp32
+    island's output and their outputs fp32, so the fp16 inside never shows in the listing."""
+    regions = [layer("Myelin", ["Float"], ["Float"], key="DataType") for _ in range(4)]
+    return inspector([*regions, layer("Reformat", ["Float"], ["Half"], key="DataType")])
+
+
+@pytest.mark.parametrize(
+    ("engine", "plan", "passes"),
+    [
+        (realistic_engine(195, 15), FP16_PLAN, True),  # many small layers
+        (fused_engine(), FP16_PLAN, True),  # fused regions: before, "fell back to fp32"
+        (realistic_engine(195, 15), FP32_PLAN, True),  # the listing shows fp16: fusion never invents it
+        (realistic_engine(0, 210), FP32_PLAN, False),  # planted all-fp32, many layers
+        (fused_engine(), FP32_PLAN, False),  # planted all-fp32, fused
+        (inspector(["layer a", "layer b"]), FP32_PLAN, False),  # no detail, fp32 weights
+        (inspector(["layer a", "layer b"]), FP16_PLAN, True),  # no detail, fp16 weights
+    ],
+)
+def test_the_fp16_gate_reads_fused_regions_by_the_plans_size(engine, plan, passes):
+    from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
+
+    problem = fp16_problem(precision_summary(engine), WEIGHTS, plan)
+    assert (problem is None) == passes, problem
+    if not passes:
+        assert problem.startswith("the plan is 371 MB, the size of its weights in fp32 (363 MB; 182 MB")
+
+
+def test_without_recorded_weights_the_listing_decides_alone():
+    from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary, size_evidence
+
+    assert "fell back" in fp16_problem(precision_summary(fused_engine()), None, FP16_PLAN)
+    assert fp16_problem(precision_summary(realistic_engine(195, 15)), None, FP16_PLAN) is None
+    assert size_evidence(None, FP16_PLAN) is None
+    assert size_evidence(WEIGHTS, FP16_PLAN)["plan_vs_fp32_weights"] == 0.542
+
+
 def test_engine_of_myelin_regions_is_judged_on_their_inputs():
     from pipeline.export.tensorrt_inspection import fp16_problem, precision_summary
 

@@ -8,12 +8,12 @@ after every stage (so a run killed half-way still leaves every figure it got):
 - ``fp16_islands``: the fp16-with-fp32-islands graph (what TensorRT builds) in
   PyTorch: the overflow question, with latencies (on a CPU it runs emulated
   unless native fp16 is fast there: pipeline.export.fp16_emulation);
-- ``torchscript``: trace, save, load time, latency, parity vs eager;
-- ``tensorrt``: the fp16 graph exported to ONNX, compiled by TensorRT's builder
-  in a child process with its own time budget (``--engine-budget``), then the
-  engine through the serving backend: load time, latency, parity, and CUDA
-  graph replay against plain execution for batch sizes 1, 2, 1. Skipped, with
-  the reason, where the TensorRT builder is not installed.
+- ``torchscript``: trace, save, load time, latency, parity vs eager.
+
+The engine is not built here: TensorRT's builder ([tensorrt-build], CUDA 12
+bindings) cannot be installed next to [build]'s torch 2.14 (CUDA 13). The
+engine's check is ``inspyrenet gpu-check`` (``pipeline.engine_check``), run
+from the build image, without torch.
 
 Needs PyTorch with CUDA and the project's [build] dependencies, already
 installed (no step here needs the internet; the synthetic checkpoint unless
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +37,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import engine_check
-from pipeline.engine_check import parity, replay_vs_plain
-
-ENGINE_MAX_BATCH = 2  # enough to check graph replay at batch 1, 2, 1
+from pipeline.engine_check import parity
 
 
 def median_ms(run: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
@@ -80,7 +77,6 @@ class CheckContext:
         images: int | None,
         repeats: int,
         fp16_mode: str,
-        engine_budget: float,
     ):
         import torch
 
@@ -90,7 +86,7 @@ class CheckContext:
         from serving.imaging.contract import decode_image, preprocess
 
         self.torch, self.device, self.repeats = torch, device, repeats
-        self.fp16_mode, self.engine_budget = fp16_mode, engine_budget
+        self.fp16_mode = fp16_mode
         self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         self.size = checkpoints.input_size(mode)
         self.ckpt = checkpoints.resolve(checkpoint, mode)
@@ -167,122 +163,6 @@ class CheckContext:
                 **parity(outputs, self.references, DEFAULT_LIMITS["fp32"]["model"]),
             }
 
-    def tensorrt(self) -> dict[str, Any]:
-        from pipeline.export.tensorrt_engine import builder_problem
-
-        if self.device != "cuda":
-            return {"skipped": "TensorRT needs a CUDA device"}
-        reason = builder_problem()
-        if reason:
-            return {"skipped": reason}
-        from pipeline.export.onnx_fp16 import FILE, export_fp16_onnx
-
-        with tempfile.TemporaryDirectory() as work:
-            work_dir = Path(work)
-            start = time.perf_counter()
-            export_fp16_onnx(self.state, self.size, self.torch.from_numpy(self.inputs[0]), work_dir / FILE)
-            export_s = time.perf_counter() - start
-            np.savez(work_dir / "cases.npz", inputs=np.concatenate(self.inputs), references=np.stack(self.references))
-            try:
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pipeline.gpu_check",
-                        "--engine-stage",
-                        str(work_dir),
-                        "--repeats",
-                        str(self.repeats),
-                    ],
-                    timeout=self.engine_budget,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                return {
-                    "onnx_export_s": round(export_s, 1),
-                    "error": f"engine build and check exceeded their budget of {self.engine_budget:.0f} s",
-                }
-            result_path = work_dir / "engine.json"
-            if not result_path.is_file():
-                return {"onnx_export_s": round(export_s, 1), "error": "the engine stage died without a result"}
-            return {"onnx_export_s": round(export_s, 1), **json.loads(result_path.read_text())}
-
-
-def engine_stage(work_dir: Path, repeats: int) -> dict[str, Any]:
-    """Child process: build the engine from work_dir's ONNX graph, check it through the serving backend."""
-    from pipeline.export.onnx_fp16 import FILE
-    from pipeline.export.tensorrt_engine import TensorRTOptions, build
-
-    result: dict[str, Any] = {}
-
-    def save() -> None:
-        (work_dir / "engine.json").write_text(json.dumps(result, default=str))
-
-    cases = np.load(work_dir / "cases.npz")
-    inputs, references = cases["inputs"], cases["references"]
-    size = tuple(inputs.shape[2:])
-    path = work_dir / "model.plan"
-    start = time.perf_counter()
-    try:
-        fields = build(work_dir / FILE, size, TensorRTOptions(max_batch=ENGINE_MAX_BATCH), path)
-    except Exception as exc:
-        result["error"] = f"engine build failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        save()
-        return result
-    result.update(
-        build_s=round(time.perf_counter() - start, 1),
-        engine_mb=round(path.stat().st_size / 1e6, 1),
-        precision_check=fields["precision_check"],
-        target=fields["target"],
-    )
-    save()
-    try:
-        check_engine(work_dir, path, fields, inputs, references, size, repeats, result, save)
-    except Exception as exc:  # whatever failed, the figures so far stay in the result
-        result["error"] = f"engine check failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        save()
-    return result
-
-
-def check_engine(work_dir, path, fields, inputs, references, size, repeats, result, save) -> None:
-    """Load the engine through the serving backend: load time, latency, parity, graph replay vs plain."""
-    from pipeline.build import io_spec
-    from pipeline.bundle_writer import file_entry
-    from pipeline.parity.check import DEFAULT_LIMITS
-    from serving.backends.tensorrt import TensorRTBackend
-    from serving.bundle import Bundle
-    from serving.manifest import Artifact, CheckpointRecord, Manifest
-
-    artifact = Artifact(
-        **file_entry(path).to_json(),
-        backend="tensorrt",
-        precision="fp16",
-        device="cuda",
-        max_batch=ENGINE_MAX_BATCH,
-        **fields,
-    )
-    model_input, model_output = io_spec(size)
-    manifest = Manifest.new(
-        mode="gpu-check",
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        checkpoint=CheckpointRecord(source="gpu-check", sha256=""),
-        input=model_input,
-        output=model_output,
-        artifacts=[artifact],
-    )
-    bundle = Bundle(root=work_dir, manifest=manifest, artifacts=(artifact,))
-    start = time.perf_counter()
-    backend = TensorRTBackend(bundle, artifact)
-    result["load_s"] = round(time.perf_counter() - start, 2)
-    outputs = [backend.infer(inputs[i : i + 1])[0, 0] for i in range(len(inputs))]
-    result["latency_ms"] = median_ms(lambda: backend.infer(inputs[:1]), lambda: None, repeats)
-    result.update(parity(outputs, list(references), DEFAULT_LIMITS["fp16"]["model"]))
-    save()
-    result["cuda_graphs"] = backend.describe().get("cuda_graphs")
-    backend.close()
-    result["graph_replay_vs_plain"] = replay_vs_plain(lambda: TensorRTBackend(bundle, artifact), inputs[0])
-    save()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -297,18 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "native", "emulated"),
         help="on a CPU: native fp16 kernels or emulation (fp32 arithmetic, fp16 storage)",
     )
-    parser.add_argument(
-        "--engine-budget",
-        type=float,
-        default=240.0,
-        help="seconds for the TensorRT stage (build and check) before it is stopped",
-    )
     parser.add_argument("--out", type=Path, default=None, help="also write the summary here, after every stage")
-    parser.add_argument("--engine-stage", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.engine_stage is not None:
-        engine_stage(args.engine_stage, args.repeats)
-        return 0
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -319,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": why}))
         return 2
     start = time.perf_counter()
-    check = CheckContext(
-        args.mode, args.checkpoint, args.device, args.images, args.repeats, args.fp16_execution, args.engine_budget
-    )
+    check = CheckContext(args.mode, args.checkpoint, args.device, args.images, args.repeats, args.fp16_execution)
     summary: dict[str, Any] = {"mode": args.mode, **check.header()}
     write_summary(summary, args.out)
     run_stages(
@@ -329,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
             ("fp32_eager", check.fp32_eager),
             ("fp16_islands", check.fp16_islands),
             ("torchscript", check.torchscript),
-            ("tensorrt", check.tensorrt),
         ],
         summary,
         args.out,

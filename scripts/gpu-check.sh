@@ -6,8 +6,9 @@
 # installed and no internet is needed. torch's CUDA build needs a driver for its CUDA (the [build]
 # extra's torch 2.14 is CUDA 13: driver >= 580); on a CUDA 12 host such as Cloud Run's L4 (driver
 # 535) check the engine route with `inspyrenet gpu-check` from the build image instead (docs/tensorrt.md,
-# "GPU check"). The engine is built and checked here too when TensorRT's builder imports. The JSON
-# is rewritten after every stage, so a run cut short keeps its figures.
+# "GPU check"), which also builds and checks the engine: TensorRT's builder (CUDA 12 bindings) cannot
+# be installed next to this torch. The JSON is rewritten after every stage, so a run cut short keeps
+# its figures.
 # Budget: under 8 minutes on one GPU (base size, 12 parity images, 10 timed runs each).
 set -euo pipefail
 cd "$(dirname "$0")/.."

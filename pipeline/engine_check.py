@@ -76,6 +76,9 @@ def replay_vs_plain(open_backend: Callable[[], Any], sample: np.ndarray) -> dict
             os.environ["INSPYRENET_TRT_CUDA_GRAPHS"] = graphs
             backend = open_backend()
             try:
+                if graphs == "1":  # as the server's warm-up does: each size once, so every step below replays
+                    for n in sorted(set(REPLAY_BATCHES)):
+                        backend.infer(batches[REPLAY_BATCHES.index(n)])
                 outputs[graphs] = [backend.infer(b) for b in batches]
                 used = backend.describe().get("cuda_graphs")
             finally:

@@ -186,6 +186,7 @@ def load_warm_backend(
         start = time.perf_counter()
         problem = warm_up(backend, warm_sizes(backend))
         phases["warmup"] = time.perf_counter() - start
+        phases.update({f"warmup_{part}": seconds for part, seconds in backend.startup_phases.items()})
         if problem is None:
             return backend, bundle.mode
         backend.close()

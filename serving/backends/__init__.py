@@ -34,6 +34,8 @@ class Backend(ABC):
         self.artifact = artifact
         self.max_batch = max(1, artifact.max_batch)
         self.device = "cpu"
+        # Parts of the warm-up a backend times itself (seconds by name), reported as start-up phases.
+        self.startup_phases: dict[str, float] = {}
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run any number of samples, in chunks the artifact accepts."""

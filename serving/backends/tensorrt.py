@@ -8,10 +8,13 @@ bindings (cuda-python). Buffers are allocated once, for the artifact's
 largest batch; each call copies in, runs on the backend's own stream and
 copies out. Each batch size gets its own execution context, its input shape
 set once (all contexts share one scratch block: they run one at a time).
-After the first call at a batch size, that context's enqueue is captured as
-a CUDA graph and replayed: a graph is never replayed on a context whose shape
-changed since the capture (set INSPYRENET_TRT_CUDA_GRAPHS=0 to turn graphs
-off).
+The first call at a batch size (the warm-up's) runs the engine plainly, which
+does TensorRT's deferred set-up, then captures that context's enqueue as a CUDA
+graph, uploaded at once; later calls replay it, so each call runs the engine
+once. A graph is never replayed on a context whose shape changed since the
+capture (set INSPYRENET_TRT_CUDA_GRAPHS=0 to turn graphs off). The seconds of
+the first runs and of the captures are the warm-up's parts in the start-up
+phases (``startup_phases``).
 
 Before the plan is deserialised, the manifest's target (compute capability,
 TensorRT version, compatibility flags) is compared with this machine; a
@@ -23,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -128,7 +132,8 @@ class TensorRTBackend(Backend):
         self.stream: Any = None
         self._check(cudart.cudaSetDevice(0), "select the GPU")
 
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        self._logger = trt.Logger(trt.Logger.ERROR)  # lives as long as the runtime that logs to it
+        self.runtime = trt.Runtime(self._logger)
         if hasattr(self.runtime, "engine_host_code_allowed"):  # the lean and the full runtime both have it
             # Version-compatible plans may carry host code; the bundle's sha256 was verified before this point.
             self.runtime.engine_host_code_allowed = True
@@ -210,11 +215,6 @@ class TensorRTBackend(Backend):
         return pointer, array
 
     def _enqueue(self, shaped: ShapeContext) -> None:
-        if shaped.graph is None and self._use_graphs:
-            self._execute(shaped)  # the first run at a shape does TensorRT's deferred set-up: not capturable
-            shaped.graph = self._capture(shaped)
-            if shaped.graph is None:
-                return
         if shaped.graph is None:
             self._execute(shaped)
             return
@@ -241,6 +241,7 @@ class TensorRTBackend(Backend):
             capturing = False
             graph = self._check(cudart.cudaStreamEndCapture(self.stream), "end graph capture")
             executable = self._check(cudart.cudaGraphInstantiate(graph, 0), "instantiate the graph")
+            self._check(cudart.cudaGraphUpload(executable, self.stream), "upload the graph")  # not at 1st launch
         except (BackendUnavailableError, RuntimeError) as exc:
             if capturing:  # execution failed inside the capture: end it, drop whatever was captured
                 _, partial = cudart.cudaStreamEndCapture(self.stream)
@@ -255,9 +256,14 @@ class TensorRTBackend(Backend):
         return executable
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One call: the engine runs once. The first call at a batch size (the warm-up's) runs it plainly,
+        which does TensorRT's deferred set-up (not capturable) and gives this call's answer, then captures
+        the graph the next calls replay."""
         cudart = self._cudart
         n = len(batch)
+        start = time.perf_counter()
         shaped = self._shape_context(n)
+        first = shaped.graph is None and self._use_graphs
         in_bytes, out_bytes = self.in_bytes // self.max_batch * n, self.out_bytes // self.max_batch * n
         self.h_in[:n] = batch
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -265,7 +271,16 @@ class TensorRTBackend(Backend):
         self._enqueue(shaped)
         self._check(cudart.cudaMemcpyAsync(self.h_out_ptr, self.d_out, out_bytes, d2h, self.stream), "copy out")
         self._check(cudart.cudaStreamSynchronize(self.stream), "synchronise")
-        return self.h_out[:n].copy()
+        out = self.h_out[:n].copy()
+        if first:
+            captured = time.perf_counter()
+            self._add_phase("first_runs", captured - start)
+            shaped.graph = self._capture(shaped)
+            self._add_phase("graph_captures", time.perf_counter() - captured)
+        return out
+
+    def _add_phase(self, name: str, seconds: float) -> None:
+        self.startup_phases[name] = self.startup_phases.get(name, 0.0) + seconds
 
     def describe(self) -> dict:
         return {

@@ -86,6 +86,10 @@ class FakeCudart:
 
     cudaGraphDestroy = cudaGraphExecDestroy = cudaFree = cudaFreeHost = cudaStreamDestroy = _ok
 
+    def cudaGraphUpload(self, executable, stream):
+        self.uploads = getattr(self, "uploads", 0) + 1
+        return (0,)
+
 
 class FakeContext:
     """Computes the toy mask (channel mean). Work captured in a graph checks, when replayed, that the
@@ -128,6 +132,7 @@ class FakeContext:
         if self.engine.cudart.capture is not None:
             self.engine.cudart.capture.append(run)
         else:
+            self.engine.plain_runs += 1
             run()
         return True
 
@@ -139,6 +144,7 @@ class FakeEngine:
     def __init__(self, cudart, max_batch):
         self.cudart, self.max_batch = cudart, max_batch
         self.contexts: list[FakeContext] = []
+        self.plain_runs = 0
 
     def get_tensor_name(self, index):
         return ("image", "mask")[index]
@@ -208,7 +214,10 @@ def test_graph_replays_at_batch_sizes_1_2_1_3_equal_plain_execution(fake_backend
     backend, engine, cudart, _ = fake_backend(graphs=True)
     sizes = (1, 2, 1, 3, 2, 1)
     replayed = [backend.infer(batch(n, i)) for i, n in enumerate(sizes)]
-    assert (cudart.captures, cudart.launches) == (3, len(sizes)), "one capture per size, every call a replay"
+    assert (cudart.captures, cudart.uploads) == (3, 3), "one capture per size, uploaded at once"
+    # Each call runs the engine once: plainly the first time at a size (before: plainly, then the graph too).
+    assert (engine.plain_runs, cudart.launches) == (3, len(sizes) - 3)
+    assert set(backend.startup_phases) == {"first_runs", "graph_captures"}
     plain_backend, _, plain_cudart, _ = fake_backend(graphs=False)
     plain = [plain_backend.infer(batch(n, i)) for i, n in enumerate(sizes)]
     assert plain_cudart.launches == 0

@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from serving.http import run_state
 
@@ -67,11 +68,48 @@ def worker_sigterm_waits_for_the_main_process() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def start_worker_forkserver(preload: tuple[str, ...]) -> Any:
+    """The forkserver the inference workers are forked from, started now with ``preload`` imported.
+
+    A spawned worker is a fresh Python that imports LitServe, FastAPI, numpy and the runtime again
+    before it can load the model; the forkserver does those imports while the main process checks the
+    bundle and builds the server, so a worker starts with them done. It is a fresh Python too (no thread,
+    no CUDA, nothing of this process), so its forks are as safe for CUDA as spawned workers, as long as
+    ``preload`` initialises no GPU (no torch, no TensorRT). Started with SIGTERM ignored, which it and its
+    workers inherit: a SIGTERM to the whole group must not end them under the drain (the workers install
+    their own handler, ``worker_sigterm_waits_for_the_main_process``). It ends when this process does.
+    """
+    import multiprocessing as mp
+    from multiprocessing import forkserver
+
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return context
+
+
 def die_with_main_process() -> None:
-    """For a spawned worker: be SIGKILLed when the main process dies."""
+    """For a worker (forked by the forkserver, or spawned): be SIGKILLed when its parent dies (the main
+    process, or the forkserver, which ends with it); exit now if the main process has already died."""
     main = os.environ.get(MAIN_PID_ENV, "")
     if main.isdigit() and int(main) != os.getpid():
-        die_with_parent(int(main))
+        die_with_parent(os.getppid())
+        if not _alive(int(main)):
+            os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def die_with_parent(parent: int) -> None:

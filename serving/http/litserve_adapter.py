@@ -33,7 +33,7 @@ def import_litserve() -> Any:
     LitServe configures its logger when it starts (its own plain format on stdout); ours instead, so
     every line on stdout is one JSON object.
     """
-    os.environ.pop("LIT_SERVER_API_KEY", None)
+    hide_api_key()
     import litserve
     import litserve.server
 
@@ -41,9 +41,34 @@ def import_litserve() -> Any:
     return litserve
 
 
+def hide_api_key() -> None:
+    """Take LIT_SERVER_API_KEY out of the environment (Settings has read it) before LitServe, or a process
+    that imports it (the workers' forkserver), starts."""
+    os.environ.pop("LIT_SERVER_API_KEY", None)
+
+
 def http_processes() -> list[BaseProcess]:
     """The uvicorn processes LitServe started from this one (none before the workers are warm)."""
     return [p for p in mp.active_children() if p.name.startswith(HTTP_PROCESS_PREFIX)]
+
+
+class _SpawnFrom:
+    """Stands in for the ``multiprocessing`` module LitServe's server module uses: its spawn context (the
+    inference workers) is ``context``; everything else (the manager, the forked HTTP processes) as before."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def get_context(self, method: str | None = None) -> Any:
+        return self._context if method == "spawn" else mp.get_context(method)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(mp, name)
+
+
+def workers_from(server_module: Any, context: Any) -> None:
+    """LitServe starts each inference worker from ``mp.get_context("spawn")``: from ``context`` instead."""
+    server_module.mp = _SpawnFrom(context)
 
 
 def manager_ignores_sigterm(server: Any) -> None:

@@ -39,6 +39,9 @@ from serving.settings import Settings
 from serving.store.gcs import StorageError
 
 HTTP_DRAIN_SECONDS = 30
+# What the workers' forkserver imports before the first worker starts: what unpickling the LitAPI needs
+# (LitServe, FastAPI, numpy, our request path) and the CPU runtime. Nothing that could initialise CUDA.
+WORKER_PRELOAD = ("serving.http.api", "onnxruntime")
 WATCH_SECONDS = 0.25
 MAX_FAILED_RESTARTS = 3
 
@@ -173,9 +176,14 @@ def _count_death() -> None:
     metrics().worker_deaths.inc()
 
 
-def _build_server(settings: Settings, usable: list[str], verified: set[str], model: dict | None = None):
-    """The LitServer with our gateway and routes; ``model``: what GET /info answers (``model_description``)."""
+def _build_server(
+    settings: Settings, usable: list[str], verified: set[str], model: dict | None = None, workers: Any = None
+):
+    """The LitServer with our gateway and routes; ``model``: what GET /info answers (``model_description``);
+    ``workers``: the multiprocessing context the inference workers start from (LitServe's spawn if None)."""
     ls = litserve_adapter.import_litserve()  # uvicorn's processes get our log format through log_config
+    if workers is not None:
+        litserve_adapter.workers_from(ls.server, workers)
     from fastapi.middleware.cors import CORSMiddleware
 
     from serving.http.admission import Admission
@@ -280,19 +288,22 @@ def run(settings: Settings) -> None:
         max_batch_size=settings.max_batch_size,
     )
     pull_if_missing(settings)
-    try:
-        usable, verified = preflight(settings)
-        bundle = load_bundle(settings.artifacts, verify=False)
-    except (BundleError, SelectionError) as exc:
-        raise ServeError(str(exc)) from None
-    from serving.http.gateway import model_description
-    from serving.http.header_timeout import with_header_timeout
-
-    run_state.prepare(started)
+    run_state.prepare(started)  # the environment the forkserver, and so every worker, starts with
     handoff.prepare()
     lifetime.register_main_process()
     try:
-        server = _build_server(settings, usable, verified, model_description(bundle.mode, bundle.input_size))
+        litserve_adapter.hide_api_key()
+        workers = lifetime.start_worker_forkserver(WORKER_PRELOAD)  # imports beside the preflight
+        try:
+            usable, verified = preflight(settings)
+            bundle = load_bundle(settings.artifacts, verify=False)
+        except (BundleError, SelectionError) as exc:
+            raise ServeError(str(exc)) from None
+        from serving.http.gateway import model_description
+        from serving.http.header_timeout import with_header_timeout
+
+        model = model_description(bundle.mode, bundle.input_size)
+        server = _build_server(settings, usable, verified, model, workers)
         stopping = threading.Event()
         http = litserve_adapter.on_http_started(server)
         supervisor = WorkerSupervisor(server, http, stopping)

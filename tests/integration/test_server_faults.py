@@ -254,17 +254,18 @@ def start_in_background(bundle: Path) -> tuple[subprocess.Popen, Path]:
 
 
 def spawned_worker(process: subprocess.Popen) -> int:
-    """The pid of the inference worker LitServe spawns (its command line names spawn_main)."""
+    """The pid of the inference worker: a child of the workers' forkserver (whose command line names it)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for pid in descendants(process.pid):
             try:
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                if b"forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes():
                     return pid
-            except OSError:
+            except (OSError, IndexError):
                 continue
         time.sleep(0.05)
-    raise AssertionError("no inference worker was spawned")
+    raise AssertionError("no inference worker was started")
 
 
 def test_sigterm_during_warm_up_stops_at_once(fast_bundle):

@@ -146,3 +146,17 @@ def test_litserves_already_stopped_warning_is_the_one_filtered(litserve, caplog)
     assert [r.getMessage() for r in caplog.records] == [
         "LitServer-0 (PID: 4): Did not terminate gracefully. Forcibly killing."
     ]
+
+
+def test_workers_start_from_the_given_context_and_nothing_else_moves(litserve, monkeypatch):
+    import multiprocessing as mp
+
+    server_module = litserve.server
+    for method in ("launch_inference_worker", "launch_single_inference_worker"):
+        assert 'ctx = mp.get_context("spawn")' in inspect.getsource(getattr(server_module.LitServer, method))
+    monkeypatch.setattr(server_module, "mp", server_module.mp)  # put back after the test
+    context = mp.get_context("forkserver")
+    litserve_adapter.workers_from(server_module, context)
+    assert server_module.mp.get_context("spawn") is context
+    assert server_module.mp.get_context("fork") is mp.get_context("fork")  # the HTTP processes, as before
+    assert server_module.mp.Manager is mp.Manager

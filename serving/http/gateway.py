@@ -194,6 +194,13 @@ class CutoutGateway:
                     f"unsupported content type {content_type or '(none)'}: send "
                     "multipart/form-data, image/*, or application/json",
                 )
+            if upload.size == 0 and content_type == "application/x-www-form-urlencoded":
+                raise RequestRejectedError(
+                    400,
+                    "the body came as application/x-www-form-urlencoded (curl's default for --data-binary) with no "
+                    "'image' field: send the image with its own type (-H 'Content-Type: image/jpeg') or as "
+                    "multipart (-F image=@photo.jpg)",
+                )
             if upload.size == 0:
                 raise RequestRejectedError(400, "the request holds no image data (empty body or empty 'image' field)")
             try:

@@ -15,6 +15,7 @@ Only numpy and Pillow are used: no torch.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,8 +87,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image refused as a decompression bomb: {exc}") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own, larger limit struck first, before ours could
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1))} pixels" if found else "more pixels than Pillow opens"
+        raise ImageTooLargeError(f"image is {pixels}, over the limit of {max_pixels}") from None
     except UnidentifiedImageError:
         raise UnsupportedImageError(
             "the data is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"

@@ -280,6 +280,8 @@ def bomb() -> bytes:
         ("photo", "image/jpeg", {"format": "webp", "quality": "0"}, 400, "from 1 to 100"),
         ("photo", "image/jpeg", {"format": "webp", "quality": "\u00b9"}, 400, "from 1 to 100"),
         ("photo", "text/plain", {}, 415, "unsupported content type"),
+        # curl --data-binary @photo.jpg without -H: the old answer said "holds no image data"
+        ("photo", "application/x-www-form-urlencoded", {}, 400, "-H 'Content-Type: image/jpeg'"),
         ("{not json", "application/json", {}, 400, "not valid JSON"),
         ('{"image": "%%%"}', "application/json", {}, 400, "not valid base64"),
         ('{"picture": "abc"}', "application/json", {}, 400, "field 'image'"),

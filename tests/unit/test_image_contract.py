@@ -108,6 +108,13 @@ def test_pixel_limit_refuses_before_decoding():
         decode_image(bomb, max_pixels=50_000_000)
 
 
+def test_an_image_past_pillows_own_limit_quotes_ours():
+    """Pillow refuses past 2 x its MAX_IMAGE_PIXELS before our check runs; the answer still names our limit."""
+    huge = encode(Image.new("1", (20000, 10000)), "PNG", optimize=True)  # 200 MP, over Pillow's 179 MP
+    with pytest.raises(ImageError, match=r"^image is 200000000 pixels, over the limit of 50000000$"):
+        decode_image(huge, max_pixels=50_000_000)
+
+
 def remover_transform(size):
     """transparent-background's own static-mode transform, as Remover composes it."""
     import torchvision.transforms as transforms

@@ -201,8 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         summary,
         args.out,
     )
-    summary["total_s"] = round(time.perf_counter() - start, 1)
-    write_summary(summary, args.out)
+    return finish(summary, start, args.out)
+
+
+def finish(summary: dict[str, Any], started: float, out: Path | None) -> int:
+    """The whole check's seconds into the summary, written a last time and printed."""
+    summary["total_s"] = round(time.perf_counter() - started, 1)
+    write_summary(summary, out)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

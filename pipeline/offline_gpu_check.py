@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.engine_check import parity, replay_vs_plain
-from pipeline.gpu_check import median_ms, run_stages, write_summary
+from pipeline.gpu_check import finish, median_ms, run_stages
 
 FP16_MAX = 65504.0
 # InSPyReNet's only OpenCV calls: the image pyramid's Gaussian (ksize 7, sigma 1) and the transitions'
@@ -478,10 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             stages.append((f"{name}_{size}", functools.partial(stage, size)))
     stages.append(("tensorrt_backend_cuda", functools.partial(tensorrt_backend, args.device)))
     run_stages(stages, summary, args.out)
-    summary["total_s"] = round(time.perf_counter() - start, 1)
-    write_summary(summary, args.out)
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return finish(summary, start, args.out)
 
 
 if __name__ == "__main__":
